@@ -1,0 +1,53 @@
+"""The one exception family of facesearch.
+
+Third-party errors are translated where they enter (``raise ... from exc``); the CLI prints the
+message of a ``FaceSearchError`` as one line, and the gRPC services will map ``code`` to a status.
+"""
+
+
+class FaceSearchError(Exception):
+    """Base class; ``code`` is a short machine-readable reason."""
+
+    code = "error"
+
+
+class BadImageError(FaceSearchError):
+    """The bytes are not an image we can decode (empty, truncated, corrupt, not an image)."""
+
+    code = "bad_image"
+
+
+class ImageTooLargeError(FaceSearchError):
+    """The input exceeds a configured limit on bytes or pixels."""
+
+    code = "too_large"
+
+
+class UnsupportedTypeError(FaceSearchError):
+    """The file is of a kind we do not index (for example a video before video support)."""
+
+    code = "unsupported_type"
+
+
+class NoFaceError(FaceSearchError):
+    """A query image contains no face."""
+
+    code = "no_face"
+
+
+class ConfigError(FaceSearchError):
+    """A setting is missing or invalid; the message names the variable or option."""
+
+    code = "config"
+
+
+class ModelError(FaceSearchError):
+    """Model files could not be found or loaded."""
+
+    code = "model"
+
+
+class StoreError(FaceSearchError):
+    """The face store refused an operation (locked, incompatible model, unreachable)."""
+
+    code = "store"

@@ -1,0 +1,120 @@
+"""Pure steps of the face pipeline: choose the detector size, detect, align, score quality,
+embed. The CLI and the detector/embedder services call these same functions."""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facesearch.models import FaceModels
+
+ALIGNED_SIZE = 112
+# ArcFace's canonical landmark positions in a 112x112 crop (eyes, nose tip, mouth corners).
+ARCFACE_LANDMARKS = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+_STRIDE = 32
+_MIN_SIDE = 128
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face found in an image: where it is, how sure, and its aligned crop."""
+
+    index: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
+    det_score: float
+    landmarks: np.ndarray  # 5 x 2, source pixels
+    crop: np.ndarray  # 112 x 112 x 3 BGR, aligned
+    quality: float
+
+
+def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(width, height) for SCRFD: the image's own size rounded up to the stride, the longer side
+    capped at ``max_side``. Small images are not blown up to 640x640, which is most of the cost
+    on thumbnails and gives the same faces."""
+    scale = min(1.0, max_side / max(height, width))
+    target_h = max(_MIN_SIDE, _round_up(height * scale))
+    target_w = max(_MIN_SIDE, _round_up(width * scale))
+    return min(target_w, _round_up(max_side)), min(target_h, _round_up(max_side))
+
+
+def _round_up(value: float) -> int:
+    return int(-(-int(np.ceil(value)) // _STRIDE) * _STRIDE)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the least-squares similarity mapping ``src`` points onto ``dst`` (Umeyama,
+    no reflection): the transform insightface's ``norm_crop`` estimates."""
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    sign = np.array([1.0, -1.0 if np.linalg.det(cov) < 0 else 1.0])
+    rotation = u @ np.diag(sign) @ vt
+    scale = float((s * sign).sum() / (src_c**2).sum() * len(src))
+    shift = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def align_face(bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 112x112 crop ArcFace expects, eyes and mouth at their canonical places."""
+    matrix = similarity_transform(landmarks.astype(np.float64), ARCFACE_LANDMARKS)
+    return cv2.warpAffine(bgr, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), borderValue=0.0)
+
+
+def face_quality(
+    crop: np.ndarray, box: tuple[float, float, float, float], det_score: float
+) -> float:
+    """A 0..1 heuristic: detector confidence, damped for small faces (under 64 px) and for blur
+    (variance of the Laplacian of the aligned crop under 100)."""
+    side = min(box[2] - box[0], box[3] - box[1])
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    return float(det_score * min(1.0, side / 64.0) * min(1.0, sharpness / 100.0))
+
+
+def detect_faces(models: FaceModels, bgr: np.ndarray, max_faces: int) -> list[DetectedFace]:
+    """Every face in the image, best detector score first, at most ``max_faces``."""
+    height, width = bgr.shape[:2]
+    size = detector_input_size(height, width, models.settings.det_max_side)
+    boxes, landmarks = models.detect(bgr, size)
+    faces = []
+    for index, (row, points) in enumerate(
+        zip(boxes[:max_faces], landmarks[:max_faces], strict=True)
+    ):
+        box = _clip_box(row[:4], width, height)
+        crop = align_face(bgr, points)
+        score = float(row[4])
+        faces.append(DetectedFace(index, box, score, points, crop, face_quality(crop, box, score)))
+    return faces
+
+
+def _clip_box(row: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in row)
+    return (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+
+
+def central_face(faces: list[DetectedFace], height: int, width: int) -> DetectedFace | None:
+    """The face whose box centre is nearest the image centre (the subject of a portrait)."""
+    if not faces:
+        return None
+    cy, cx = height / 2.0, width / 2.0
+
+    def distance(face: DetectedFace) -> float:
+        x1, y1, x2, y2 = face.box
+        return ((x1 + x2) / 2 - cx) ** 2 + ((y1 + y2) / 2 - cy) ** 2
+
+    return min(faces, key=distance)
+
+
+def embed_faces(models: FaceModels, faces: list[DetectedFace]) -> np.ndarray:
+    """L2-normalised embeddings, one row per face, in the order given."""
+    return models.embed([face.crop for face in faces])

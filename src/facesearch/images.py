@@ -1,0 +1,93 @@
+"""Decode untrusted image bytes into a BGR uint8 array, within limits.
+
+Everything that can go wrong with an input file is turned into a ``FaceSearchError`` here,
+where the bytes enter, so callers only see clear reasons.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from facesearch.errors import BadImageError, ImageTooLargeError, UnsupportedTypeError
+
+# Formats Pillow may identify that we accept; MPO is what many phone cameras write for JPEG.
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+)
+
+# Truncated files must fail, not decode to a half-grey picture.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow only warns between 89 and 179 megapixels; here anything that large is refused.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Upper bounds on one input image; a larger one is refused before it is decoded."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Return the image as an HxWx3 BGR uint8 array, EXIF orientation applied."""
+    if not data:
+        raise BadImageError("empty file")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"{len(data)} bytes exceeds the limit of {limits.max_bytes} bytes (max_image_bytes)"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            _check_header(img, limits)
+            oriented = ImageOps.exif_transpose(img)
+            rgb = to_rgb8(oriented)
+    except (ImageTooLargeError, UnsupportedTypeError):
+        raise
+    except UnidentifiedImageError as exc:
+        raise BadImageError("not an image, or a format facesearch does not read") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"decompression bomb refused: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise BadImageError(f"corrupt or truncated image: {exc}") from exc
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _check_header(img: Image.Image, limits: ImageLimits) -> None:
+    if img.format not in SUPPORTED_FORMATS:
+        raise UnsupportedTypeError(f"image format {img.format} is not supported")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise BadImageError(f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} pixels exceeds the limit of {limits.max_pixels} (max_image_pixels)"
+        )
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode (RGBA, LA, P, L, 1, CMYK, I;16, I, F) as HxWx3 RGB uint8."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _wide_gray_to_rgb8(np.asarray(img))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        # Transparent areas become white, as most viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _wide_gray_to_rgb8(values: np.ndarray) -> np.ndarray:
+    gray = values.astype(np.float32)
+    peak = float(gray.max()) if gray.size else 0.0
+    if peak > 255.0:
+        gray *= 255.0 / (65535.0 if peak <= 65535.0 else peak)
+    elif 0.0 < peak <= 1.0 and values.dtype.kind == "f":
+        gray *= 255.0
+    gray8 = np.clip(gray, 0, 255).astype(np.uint8)
+    return np.repeat(gray8[:, :, None], 3, axis=2)

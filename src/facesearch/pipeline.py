@@ -1,0 +1,60 @@
+"""The work of one image, as functions from bytes to records: decode and detect (the detector's
+step), embed (the embedder's step) and records for the store (the search service's step)."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from facesearch.faces import DetectedFace, detect_faces, embed_faces
+from facesearch.ids import image_id as compute_image_id
+from facesearch.images import decode_image
+from facesearch.models import FaceModels
+from facesearch.records import FaceRecord, ImageMeta, ImageRecord
+from facesearch.settings import CoreSettings
+
+
+@dataclass(frozen=True)
+class AnalyzedImage:
+    image_id: str
+    width: int
+    height: int
+    faces: list[DetectedFace]
+
+
+def analyze(data: bytes, models: FaceModels, settings: CoreSettings) -> AnalyzedImage:
+    """Decode the bytes within the limits and find every face (raises FaceSearchError)."""
+    bgr = decode_image(data, settings.limits)
+    faces = detect_faces(models, bgr, settings.max_faces_per_image)
+    return AnalyzedImage(compute_image_id(data), bgr.shape[1], bgr.shape[0], faces)
+
+
+def to_records(
+    analyzed: AnalyzedImage, vectors: np.ndarray, meta: ImageMeta, model_id: str
+) -> tuple[ImageRecord, list[FaceRecord]]:
+    """The image record and one face record per detected face, ready for the store."""
+    image = ImageRecord(
+        image_id=analyzed.image_id,
+        meta=meta,
+        faces=len(analyzed.faces),
+        model=model_id,
+        width=analyzed.width,
+        height=analyzed.height,
+        ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    faces = [
+        FaceRecord(
+            image_id=analyzed.image_id,
+            face_index=face.index,
+            box=face.box,
+            det_score=face.det_score,
+            quality=face.quality,
+            vector=vector.tolist(),
+        )
+        for face, vector in zip(analyzed.faces, vectors, strict=True)
+    ]
+    return image, faces
+
+
+def embed(models: FaceModels, analyzed: AnalyzedImage) -> np.ndarray:
+    return embed_faces(models, analyzed.faces)

@@ -1,0 +1,247 @@
+"""The face store: the one place that talks to Qdrant.
+
+Two collections: ``faces__<model id>`` (one point per face, cosine, behind the alias ``faces``)
+and ``images`` (one vector-less point per image: where it came from and how many faces it had).
+Point ids are derived from content (see ``ids``), so every write is idempotent. Faces are
+written before their image record: a crash in between leaves the image unrecorded, and the next
+run indexes it again over the same ids.
+"""
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from facesearch.errors import StoreError
+from facesearch.ids import face_point_id, image_point_id
+from facesearch.records import (
+    FaceRecord,
+    Filters,
+    ImageRecord,
+    Match,
+    Selector,
+    StoreStats,
+)
+
+log = logging.getLogger(__name__)
+
+FACES_ALIAS = "faces"
+IMAGES_COLLECTION = "images"
+_INDEXED_FIELDS = ("image_id", "label", "source_uri", "collection")
+
+
+def faces_collection_name(model_id: str) -> str:
+    return "faces__" + re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
+
+
+class QdrantFaceStore:
+    """Upsert, query, delete and count faces of one model."""
+
+    def __init__(self, client: QdrantClient, model_id: str, dim: int, location: str) -> None:
+        self.client = client
+        self.model_id = model_id
+        self.dim = dim
+        self.location = location
+        self.collection = faces_collection_name(model_id)
+        self._ensure_collections(local=not location.startswith(("http://", "https://")))
+
+    @classmethod
+    def open(cls, model_id: str, dim: int, path: Path, url: str = "") -> "QdrantFaceStore":
+        try:
+            if url:
+                client = QdrantClient(url=url, timeout=30)
+                return cls(client, model_id, dim, url)
+            path.mkdir(parents=True, exist_ok=True)
+            client = QdrantClient(path=str(path))
+        except RuntimeError as exc:  # local mode's lock: one process per data directory
+            raise StoreError(
+                f"the index at {path} is in use by another facesearch process; wait for it "
+                "to finish or use another --data-dir"
+            ) from exc
+        except Exception as exc:
+            raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
+        return cls(client, model_id, dim, str(path))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _ensure_collections(self, local: bool) -> None:
+        existing = {c.name for c in self.client.get_collections().collections}
+        if self.collection not in existing:
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+            )
+            if not local:
+                for name in _INDEXED_FIELDS:
+                    self.client.create_payload_index(
+                        self.collection, name, models.PayloadSchemaType.KEYWORD
+                    )
+        if IMAGES_COLLECTION not in existing:
+            self.client.create_collection(IMAGES_COLLECTION, vectors_config={})
+        self._ensure_alias()
+
+    def _ensure_alias(self) -> None:
+        aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+        target = aliases.get(FACES_ALIAS)
+        if target is None:
+            self.client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.CreateAliasOperation(
+                        create_alias=models.CreateAlias(
+                            collection_name=self.collection, alias_name=FACES_ALIAS
+                        )
+                    )
+                ]
+            )
+        elif target != self.collection:
+            raise StoreError(
+                f"the index at {self.location} holds faces of {target.removeprefix('faces__')}, "
+                f"but the configured model is {self.model_id}; use another --data-dir or the "
+                "model the index was built with"
+            )
+
+    def get_image(self, image_id: str) -> ImageRecord | None:
+        found = self.client.retrieve(IMAGES_COLLECTION, [image_point_id(image_id)])
+        return ImageRecord.from_payload(found[0].payload or {}) if found else None
+
+    def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None:
+        """Write faces, then image records; drop faces an earlier run of an image had beyond
+        the count it has now."""
+        points = [self._face_point(image, face) for image, faces in items for face in faces]
+        if points:
+            self.client.upsert(self.collection, points, wait=True)
+        stale: list[models.ExtendedPointId] = [
+            face_point_id(image.image_id, index, self.model_id)
+            for image, _ in items
+            for index in range(image.faces, self._previous_faces(image))
+        ]
+        if stale:
+            self.client.delete(self.collection, models.PointIdsList(points=stale), wait=True)
+        records = [
+            models.PointStruct(
+                id=image_point_id(image.image_id), vector={}, payload=image.payload()
+            )
+            for image, _ in items
+        ]
+        if records:
+            self.client.upsert(IMAGES_COLLECTION, records, wait=True)
+
+    def _previous_faces(self, image: ImageRecord) -> int:
+        previous = self.get_image(image.image_id)
+        return previous.faces if previous and previous.model == self.model_id else 0
+
+    def _face_point(self, image: ImageRecord, face: FaceRecord) -> models.PointStruct:
+        payload: dict[str, Any] = {
+            "image_id": image.image_id,
+            "face_index": face.face_index,
+            "source_uri": image.meta.source_uri,
+            "path": image.meta.path,
+            "label": image.meta.label,
+            "collection": image.meta.collection,
+            "bbox": list(face.box),
+            "det_score": face.det_score,
+            "quality": face.quality,
+            "ingested_at": image.ingested_at,
+            "model": self.model_id,
+        }
+        point_id = face_point_id(image.image_id, face.face_index, self.model_id)
+        return models.PointStruct(id=point_id, vector=face.vector, payload=payload)
+
+    def query(
+        self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
+    ) -> list[list[Match]]:
+        """For each query vector, up to ``top_k`` faces scoring at least ``threshold``."""
+        condition = _filter(filters)
+        requests = [
+            models.QueryRequest(
+                query=vector.tolist(),
+                limit=top_k,
+                score_threshold=threshold,
+                filter=condition,
+                with_payload=True,
+            )
+            for vector in vectors
+        ]
+        if not requests:
+            return []
+        responses = self.client.query_batch_points(self.collection, requests)
+        return [[_match(p.score, p.payload or {}) for p in r.points] for r in responses]
+
+    def delete(self, selector: Selector) -> tuple[int, int]:
+        """Delete what the selector names; returns (images, faces) deleted."""
+        condition = _selector_filter(selector)
+        faces = self.client.count(self.collection, count_filter=condition, exact=True).count
+        images = self.client.count(IMAGES_COLLECTION, count_filter=condition, exact=True).count
+        selector_ = models.FilterSelector(filter=condition)
+        self.client.delete(self.collection, selector_, wait=True)
+        self.client.delete(IMAGES_COLLECTION, selector_, wait=True)
+        return images, faces
+
+    def stats(self) -> StoreStats:
+        mine = models.FieldCondition(key="model", match=models.MatchValue(value=self.model_id))
+        with_faces = models.FieldCondition(key="faces", range=models.Range(gte=1))
+        images = self._count(IMAGES_COLLECTION, [mine])
+        facets = self.client.facet(IMAGES_COLLECTION, key="label", limit=100_000)
+        return StoreStats(
+            images=images,
+            images_with_faces=self._count(IMAGES_COLLECTION, [mine, with_faces]),
+            faces=self._count(self.collection, []),
+            labels={str(h.value): h.count for h in facets.hits if h.value},
+            model=self.model_id,
+            collection=self.collection,
+            location=self.location,
+        )
+
+    def _count(self, collection: str, conditions: list[models.Condition]) -> int:
+        condition = models.Filter(must=conditions) if conditions else None
+        return self.client.count(collection, count_filter=condition, exact=True).count
+
+
+def _filter(filters: Filters) -> models.Filter | None:
+    pairs = (
+        ("label", filters.label),
+        ("source_uri", filters.source_uri),
+        ("collection", filters.collection),
+    )
+    return _match_all(pairs)
+
+
+def _selector_filter(selector: Selector) -> models.Filter:
+    pairs = (
+        ("image_id", selector.image_id),
+        ("label", selector.label),
+        ("source_uri", selector.source_uri),
+    )
+    condition = _match_all(pairs)
+    if condition is None:
+        raise StoreError("nothing selected: give an image, a label or a source URL")
+    return condition
+
+
+def _match_all(pairs: Sequence[tuple[str, str]]) -> models.Filter | None:
+    conditions: list[models.Condition] = [
+        models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        for key, value in pairs
+        if value
+    ]
+    return models.Filter(must=conditions) if conditions else None
+
+
+def _match(score: float, payload: dict[str, Any]) -> Match:
+    x1, y1, x2, y2 = (float(v) for v in payload.get("bbox", (0, 0, 0, 0)))
+    return Match(
+        score=float(score),
+        image_id=payload.get("image_id", ""),
+        face_index=int(payload.get("face_index", 0)),
+        box=(x1, y1, x2, y2),
+        source_uri=payload.get("source_uri", ""),
+        path=payload.get("path", ""),
+        label=payload.get("label", ""),
+        collection=payload.get("collection", "default"),
+        det_score=float(payload.get("det_score", 0.0)),
+    )

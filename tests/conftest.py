@@ -1,0 +1,24 @@
+"""Shared test fixtures. Tiers: tests/unit (no network, no models) and tests/integration (the
+real ONNX models, Qdrant in local mode on disk, the CLI as a subprocess)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def face_data() -> Path:
+    """The shared labelled face photos (../shared/data/faces, or $FACESEARCH_TEST_DATA)."""
+    path = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
+    if not path.is_dir():
+        pytest.skip(f"face data folder {path} is absent (set FACESEARCH_TEST_DATA to run this test)")
+    return path

@@ -3,17 +3,19 @@ one: each input ends as indexed, unchanged, or failed with its reason."""
 
 import logging
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from facesearch.errors import FaceSearchError, ImageTooLargeError, UnsupportedTypeError
 from facesearch.ids import image_id as compute_image_id
-from facesearch.images import IMAGE_SUFFIXES
+from facesearch.images import IMAGE_SUFFIXES, decode_image
 from facesearch.models import FaceModels
-from facesearch.pipeline import analyze, embed, to_records
+from facesearch.pipeline import analyze_decoded, embed, to_records
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
@@ -94,13 +96,19 @@ def collect_inputs(
 
 @dataclass(frozen=True)
 class _Loaded:
+    """An input read, hashed, looked up and decoded ahead of the models."""
+
     item: InputFile
-    data: bytes
+    meta: ImageMeta
     image_id: str
+    previous: ImageRecord | None
+    bgr: np.ndarray | None  # None when the image is already indexed as it is
 
 
 class Indexer:
-    """Runs the pipeline over inputs and writes to the store in small batches."""
+    """Runs the pipeline over inputs: a reader thread reads, hashes and decodes a few inputs
+    ahead, the calling thread detects and embeds, a writer thread stores batches. Only the
+    models' work stays on the calling thread."""
 
     def __init__(
         self,
@@ -115,70 +123,97 @@ class Indexer:
         self.settings = settings
         self.source_url = source_url
         self.collection = collection
-        self._pending: list[tuple[ImageRecord, list[FaceRecord]]] = []
 
     def run(self, inputs: list[InputFile], on_outcome: Callable[[Outcome], None]) -> None:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as reader:
-            for loaded in _prefetch(reader, inputs, self._read):
-                on_outcome(self._index_one(loaded))
-                if len(self._pending) >= _FLUSH_EVERY:
-                    self.flush()
-        self.flush()
+        pending: list[tuple[ImageRecord, list[FaceRecord]]] = []
+        writing: Future[None] | None = None
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="read") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+        ):
+            for loaded in _prefetch(reader, inputs, self._load):
+                outcome, records = self._index_one(loaded)
+                if records:
+                    pending.append(records)
+                if len(pending) >= _FLUSH_EVERY:
+                    writing = _write(writer, writing, self.store, pending)
+                    pending = []
+                on_outcome(outcome)
+            last = _write(writer, writing, self.store, pending)
+            if last is not None:
+                last.result()
 
-    def flush(self) -> None:
-        if self._pending:
-            self.store.put_images(self._pending)
-            self._pending = []
-
-    def _read(self, item: InputFile) -> _Loaded | Outcome:
-        """Read and hash a file (in the reader thread, ahead of the models)."""
+    def _load(self, item: InputFile) -> "_Loaded | Outcome":
+        """Read, hash, look up and decode one input (in the reader thread)."""
+        path = str(item.path)
         try:
             if item.path.suffix.lower() in VIDEO_SUFFIXES:
                 raise UnsupportedTypeError("video files are not indexed yet")
+            limit = self.settings.limits.max_bytes
             size = item.path.stat().st_size
-            if size > self.settings.limits.max_bytes:
-                raise ImageTooLargeError(
-                    f"{size} bytes exceeds the limit of {self.settings.limits.max_bytes} bytes"
-                )
+            if size > limit:
+                raise ImageTooLargeError(f"{size} bytes exceeds the limit of {limit} bytes")
             data = item.path.read_bytes()
+            image_id = compute_image_id(data)
+            local = str(item.path.resolve())
+            meta = ImageMeta(self.source_url or local, local, item.label, self.collection)
+            previous = self.store.get_image(image_id)
+            if self._already_indexed(previous, meta):
+                return _Loaded(item, meta, image_id, previous, None)
+            return _Loaded(item, meta, image_id, previous, decode_image(data, self.settings.limits))
         except FaceSearchError as exc:
-            return Outcome(str(item.path), "failed", reason=f"{exc.code}: {exc}")
+            return Outcome(path, "failed", reason=f"{exc.code}: {exc}")
         except OSError as exc:
-            return Outcome(str(item.path), "failed", reason=f"unreadable: {exc.strerror or exc}")
-        return _Loaded(item, data, compute_image_id(data))
+            return Outcome(path, "failed", reason=f"unreadable: {exc.strerror or exc}")
 
-    def _index_one(self, loaded: "_Loaded | Outcome") -> Outcome:
-        if isinstance(loaded, Outcome):
-            return loaded
-        item = loaded.item
-        meta = ImageMeta(
-            source_uri=self.source_url or str(item.path.resolve()),
-            path=str(item.path.resolve()),
-            label=item.label,
-            collection=self.collection,
+    def _already_indexed(self, previous: ImageRecord | None, meta: ImageMeta) -> bool:
+        """The same bytes with the same label and collection are one image, wherever the file
+        is now: the record keeps the path it was first indexed from. A new label, collection or
+        --source-url indexes it again, over the same point ids."""
+        return (
+            previous is not None
+            and previous.model == self.store.model_id
+            and (previous.meta.label, previous.meta.collection) == (meta.label, meta.collection)
+            and (not self.source_url or previous.meta.source_uri == meta.source_uri)
         )
-        previous = self.store.get_image(loaded.image_id)
-        if previous and previous.meta == meta and previous.model == self.store.model_id:
-            return Outcome(str(item.path), "unchanged", loaded.image_id, previous.faces)
-        try:
-            analyzed = analyze(loaded.data, self.models, self.settings)
-        except FaceSearchError as exc:
-            return Outcome(str(item.path), "failed", loaded.image_id, reason=f"{exc.code}: {exc}")
+
+    def _index_one(
+        self, loaded: "_Loaded | Outcome"
+    ) -> tuple[Outcome, tuple[ImageRecord, list[FaceRecord]] | None]:
+        if isinstance(loaded, Outcome):
+            return loaded, None
+        path = str(loaded.item.path)
+        if loaded.bgr is None:
+            faces = loaded.previous.faces if loaded.previous else 0
+            return Outcome(path, "unchanged", loaded.image_id, faces), None
+        analyzed = analyze_decoded(loaded.image_id, loaded.bgr, self.models, self.settings)
         vectors = embed(self.models, analyzed)
-        self._pending.append(to_records(analyzed, vectors, meta, self.store.model_id))
-        return Outcome(str(item.path), "indexed", loaded.image_id, len(analyzed.faces))
+        records = to_records(analyzed, vectors, loaded.meta, self.store.model_id)
+        return Outcome(path, "indexed", loaded.image_id, len(analyzed.faces)), records
+
+
+def _write(
+    writer: ThreadPoolExecutor,
+    previous: "Future[None] | None",
+    store: QdrantFaceStore,
+    batch: list[tuple[ImageRecord, list[FaceRecord]]],
+) -> "Future[None] | None":
+    """Wait for the previous batch (so at most one is in flight), then start this one."""
+    if previous is not None:
+        previous.result()
+    return writer.submit(store.put_images, batch) if batch else None
 
 
 def _prefetch(
     pool: ThreadPoolExecutor,
     items: list[InputFile],
-    read: Callable[[InputFile], "_Loaded | Outcome"],
+    load: Callable[[InputFile], "_Loaded | Outcome"],
 ) -> Iterator["_Loaded | Outcome"]:
-    """``read`` each item in ``pool``, a few ahead of the consumer, results in order."""
-    window: list[Future[_Loaded | Outcome]] = []
+    """``load`` each item in ``pool``, a few ahead of the consumer, results in order."""
+    window: deque[Future[_Loaded | Outcome]] = deque()
     for item in items:
-        window.append(pool.submit(read, item))
+        window.append(pool.submit(load, item))
         if len(window) > _PREFETCH:
-            yield window.pop(0).result()
-    for future in window:
-        yield future.result()
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()

@@ -24,9 +24,17 @@ class AnalyzedImage:
 
 def analyze(data: bytes, models: FaceModels, settings: CoreSettings) -> AnalyzedImage:
     """Decode the bytes within the limits and find every face (raises FaceSearchError)."""
-    bgr = decode_image(data, settings.limits)
+    return analyze_decoded(
+        compute_image_id(data), decode_image(data, settings.limits), models, settings
+    )
+
+
+def analyze_decoded(
+    image_id: str, bgr: np.ndarray, models: FaceModels, settings: CoreSettings
+) -> AnalyzedImage:
+    """Find every face of an image already decoded (see ``images.decode_image``)."""
     faces = detect_faces(models, bgr, settings.max_faces_per_image)
-    return AnalyzedImage(compute_image_id(data), bgr.shape[1], bgr.shape[0], faces)
+    return AnalyzedImage(image_id, bgr.shape[1], bgr.shape[0], faces)
 
 
 def to_records(

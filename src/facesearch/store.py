@@ -7,11 +7,13 @@ written before their image record: a crash in between leaves the image unrecorde
 run indexes it again over the same ids.
 """
 
+import functools
 import logging
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -32,6 +34,16 @@ log = logging.getLogger(__name__)
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
 _INDEXED_FIELDS = ("image_id", "label", "source_uri", "collection")
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def _locked(method: T) -> T:
+    @functools.wraps(method)
+    def wrapper(self: "QdrantFaceStore", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def faces_collection_name(model_id: str) -> str:
@@ -39,9 +51,13 @@ def faces_collection_name(model_id: str) -> str:
 
 
 class QdrantFaceStore:
-    """Upsert, query, delete and count faces of one model."""
+    """Upsert, query, delete and count faces of one model.
+
+    Safe to share between threads: qdrant-client's local mode is not, so calls are serialised.
+    """
 
     def __init__(self, client: QdrantClient, model_id: str, dim: int, location: str) -> None:
+        self._lock = threading.RLock()
         self.client = client
         self.model_id = model_id
         self.dim = dim
@@ -56,7 +72,7 @@ class QdrantFaceStore:
                 client = QdrantClient(url=url, timeout=30)
                 return cls(client, model_id, dim, url)
             path.mkdir(parents=True, exist_ok=True)
-            client = QdrantClient(path=str(path))
+            client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
         except RuntimeError as exc:  # local mode's lock: one process per data directory
             raise StoreError(
                 f"the index at {path} is in use by another facesearch process; wait for it "
@@ -66,6 +82,7 @@ class QdrantFaceStore:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         return cls(client, model_id, dim, str(path))
 
+    @_locked
     def close(self) -> None:
         self.client.close()
 
@@ -105,10 +122,12 @@ class QdrantFaceStore:
                 "model the index was built with"
             )
 
+    @_locked
     def get_image(self, image_id: str) -> ImageRecord | None:
         found = self.client.retrieve(IMAGES_COLLECTION, [image_point_id(image_id)])
         return ImageRecord.from_payload(found[0].payload or {}) if found else None
 
+    @_locked
     def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None:
         """Write faces, then image records; drop faces an earlier run of an image had beyond
         the count it has now."""
@@ -152,6 +171,7 @@ class QdrantFaceStore:
         point_id = face_point_id(image.image_id, face.face_index, self.model_id)
         return models.PointStruct(id=point_id, vector=face.vector, payload=payload)
 
+    @_locked
     def query(
         self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
     ) -> list[list[Match]]:
@@ -172,6 +192,7 @@ class QdrantFaceStore:
         responses = self.client.query_batch_points(self.collection, requests)
         return [[_match(p.score, p.payload or {}) for p in r.points] for r in responses]
 
+    @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:
         """Delete what the selector names; returns (images, faces) deleted."""
         condition = _selector_filter(selector)
@@ -182,6 +203,7 @@ class QdrantFaceStore:
         self.client.delete(IMAGES_COLLECTION, selector_, wait=True)
         return images, faces
 
+    @_locked
     def stats(self) -> StoreStats:
         mine = models.FieldCondition(key="model", match=models.MatchValue(value=self.model_id))
         with_faces = models.FieldCondition(key="faces", range=models.Range(gte=1))

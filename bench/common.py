@@ -1,0 +1,29 @@
+"""Helpers shared by the benchmarks: resident memory, image lists, the shared data folder."""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process, MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def lfw_images(folder: Path) -> list[Path]:
+    images = sorted(folder.glob("*/*.jpg"))
+    if not images:
+        raise SystemExit(f"no images under {folder}: pass --data DIR (the lfw-devtest folder)")
+    return images

@@ -1,0 +1,346 @@
+"""The store contract on a real Qdrant in local mode, with real embeddings of real photos."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesearch.errors import StoreError
+from facesearch.models import FaceModels
+from facesearch.pipeline import AnalyzedImage, to_records
+from facesearch.records import FaceRecord, Filters, ImageMeta, ImageRecord, Selector
+from facesearch.store import FACES_ALIAS, IMAGES_COLLECTION, QdrantFaceStore, faces_collection_name
+
+Analyzed = dict[str, tuple[AnalyzedImage, np.ndarray]]
+Item = tuple[ImageRecord, list[FaceRecord]]
+
+
+def records(
+    analyzed: Analyzed,
+    name: str,
+    model_id: str,
+    label: str = "",
+    collection: str = "default",
+    source_uri: str = "",
+) -> Item:
+    image, vectors = analyzed[name]
+    path = f"/photos/{name}.jpg"
+    meta = ImageMeta(source_uri or path, path, label, collection)
+    return to_records(image, vectors, meta, model_id)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "qdrant"
+
+
+@pytest.fixture
+def store(face_models: FaceModels, store_path: Path) -> Iterator[QdrantFaceStore]:
+    opened = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    yield opened
+    opened.close()
+
+
+def face_total(items: list[Item]) -> int:
+    return sum(len(faces) for _, faces in items)
+
+
+def test_put_then_query_finds_each_face_itself_with_score_one(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    image, faces = records(analyzed, "players", store.model_id, label="team", collection="nba")
+    store.put_images([(image, faces)])
+    vectors = np.array([face.vector for face in faces], dtype=np.float32)
+
+    results = store.query(vectors, 1, -1.0, Filters())
+
+    assert len(results) == len(faces) == 22
+    for face, matches in zip(faces, results, strict=True):
+        assert len(matches) == 1
+        best = matches[0]
+        assert best.score == pytest.approx(1.0, abs=1e-3)
+        assert best.image_id == image.image_id
+        assert best.face_index == face.face_index
+        assert best.box == pytest.approx(face.box, abs=1e-3)
+        assert best.det_score == pytest.approx(face.det_score, abs=1e-6)
+        assert (best.path, best.source_uri) == ("/photos/players.jpg", "/photos/players.jpg")
+        assert (best.label, best.collection) == ("team", "nba")
+
+
+def test_query_orders_by_score_and_respects_top_k_and_threshold(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    items = [records(analyzed, name, store.model_id) for name in ("players", "gdp", "t1")]
+    store.put_images(items)
+    query = analyzed["yaoming"][1]
+
+    everything = store.query(query, 100, -1.0, Filters())[0]
+    top3 = store.query(query, 3, -1.0, Filters())[0]
+    above = store.query(query, 100, 0.5, Filters())[0]
+
+    assert len(everything) == face_total(items) == 33
+    scores = [m.score for m in everything]
+    assert scores == sorted(scores, reverse=True)
+    assert [(m.image_id, m.face_index) for m in top3] == [
+        (m.image_id, m.face_index) for m in everything[:3]
+    ]
+    assert len(above) == 1
+    assert above[0].score > 0.5
+    assert above[0].path == "/photos/players.jpg"
+
+
+def test_putting_the_same_records_again_changes_no_count(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    items = [
+        records(analyzed, "players", store.model_id, label="team"),
+        records(analyzed, "gdp", store.model_id),
+        records(analyzed, "t1", store.model_id, label="family"),
+    ]
+    store.put_images(items)
+    first = store.stats()
+
+    store.put_images(items)
+    store.put_images(items[1:])
+    second = store.stats()
+
+    assert (first.images, first.images_with_faces, first.faces) == (3, 3, 33)
+    assert second == first
+
+
+def test_reputting_an_image_with_fewer_faces_drops_its_stale_faces(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    image, faces = records(analyzed, "players", store.model_id)
+    store.put_images([(image, faces)])
+    assert store.stats().faces == 22
+
+    fewer = replace(image, faces=2)
+    store.put_images([(fewer, faces[:2])])
+
+    assert store.stats().faces == 2
+    stored = store.get_image(image.image_id)
+    assert stored is not None
+    assert stored.faces == 2
+    vectors = np.array([face.vector for face in faces], dtype=np.float32)
+    results = store.query(vectors, 100, -1.0, Filters())
+    for matches in results:
+        assert sorted(m.face_index for m in matches) == [0, 1]
+
+
+def test_reputting_an_image_with_no_face_drops_all_its_faces(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    image, faces = records(analyzed, "gdp", store.model_id)
+    store.put_images([(image, faces)])
+
+    store.put_images([(replace(image, faces=0), [])])
+
+    stats = store.stats()
+    assert (stats.images, stats.images_with_faces, stats.faces) == (1, 0, 0)
+
+
+def test_query_filters_by_label_and_by_collection(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    store.put_images(
+        [
+            records(analyzed, "players", store.model_id, label="yao", collection="sports"),
+            records(analyzed, "gdp", store.model_id, label="econ", collection="news"),
+            records(analyzed, "t1", store.model_id, label="", collection="news"),
+        ]
+    )
+    query = analyzed["yaoming"][1]
+
+    def paths(filters: Filters) -> set[str]:
+        return {m.path for m in store.query(query, 100, -1.0, filters)[0]}
+
+    by_label = store.query(query, 100, -1.0, Filters(label="econ"))[0]
+    assert len(by_label) == 5
+    assert {(m.label, m.collection, m.path) for m in by_label} == {
+        ("econ", "news", "/photos/gdp.jpg")
+    }
+    assert paths(Filters(collection="news")) == {"/photos/gdp.jpg", "/photos/t1.jpg"}
+    assert len(store.query(query, 100, -1.0, Filters(collection="news"))[0]) == 11
+    assert paths(Filters(collection="sports")) == {"/photos/players.jpg"}
+    assert paths(Filters(label="yao", collection="news")) == set()
+    assert paths(Filters(label="nobody")) == set()
+    assert paths(Filters(source_uri="/photos/t1.jpg")) == {"/photos/t1.jpg"}
+    best = store.query(query, 1, -1.0, Filters(label="yao"))[0][0]
+    assert best.score > 0.5
+
+
+@pytest.mark.parametrize(
+    ("selector", "gone"),
+    [
+        (Selector(image_id="players"), "players"),
+        (Selector(label="economists"), "gdp"),
+        (Selector(source_uri="https://example.org/t1.jpg"), "t1"),
+    ],
+    ids=["image_id", "label", "source_uri"],
+)
+def test_delete_returns_counts_and_removes_what_it_names(
+    store: QdrantFaceStore, analyzed: Analyzed, selector: Selector, gone: str
+) -> None:
+    items = {
+        "players": records(analyzed, "players", store.model_id, label="team"),
+        "gdp": records(analyzed, "gdp", store.model_id, label="economists"),
+        "t1": records(
+            analyzed, "t1", store.model_id, source_uri="https://example.org/t1.jpg"
+        ),
+    }
+    store.put_images(list(items.values()))
+    image, faces = items[gone]
+    if selector.image_id:
+        selector = Selector(image_id=image.image_id)
+
+    deleted = store.delete(selector)
+
+    assert deleted == (1, len(faces))
+    assert store.get_image(image.image_id) is None
+    kept = [items[name] for name in items if name != gone]
+    stats = store.stats()
+    assert (stats.images, stats.faces) == (2, face_total(kept))
+    vectors = np.array([face.vector for face in faces], dtype=np.float32)
+    for matches in store.query(vectors, 100, -1.0, Filters()):
+        assert image.image_id not in {m.image_id for m in matches}
+    for other, other_faces in kept:
+        assert store.get_image(other.image_id) == other
+        assert len(other_faces) > 0
+    assert store.delete(selector) == (0, 0)
+
+
+def test_delete_of_something_never_stored_deletes_nothing(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    store.put_images([records(analyzed, "gdp", store.model_id, label="economists")])
+
+    assert store.delete(Selector(label="nobody")) == (0, 0)
+    assert store.delete(Selector(image_id="0" * 64)) == (0, 0)
+    assert store.stats().faces == 5
+
+
+def test_delete_with_an_empty_selector_is_refused(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    store.put_images([records(analyzed, "gdp", store.model_id)])
+
+    with pytest.raises(StoreError, match="nothing selected"):
+        store.delete(Selector())
+    assert store.stats().faces == 5
+
+
+def test_stats_counts_images_faces_and_labels(
+    store: QdrantFaceStore, store_path: Path, analyzed: Analyzed, grey: tuple[Item, ...]
+) -> None:
+    store.put_images(
+        [
+            records(analyzed, "players", store.model_id, label="alice"),
+            records(analyzed, "gdp", store.model_id, label="alice"),
+            records(analyzed, "t1", store.model_id, label="bob"),
+            records(analyzed, "yaoming", store.model_id),
+            *grey,
+        ]
+    )
+
+    stats = store.stats()
+
+    assert stats.images == 5
+    assert stats.images_with_faces == 4
+    assert stats.faces == 22 + 5 + 6 + 1
+    assert stats.labels == {"alice": 2, "bob": 1}
+    assert stats.model == store.model_id
+    assert stats.collection == faces_collection_name(store.model_id)
+    assert stats.location == str(store_path)
+
+
+@pytest.fixture
+def grey(face_models: FaceModels) -> tuple[Item, ...]:
+    """The records of an image without a face."""
+    image = AnalyzedImage("f" * 64, 200, 200, [])
+    meta = ImageMeta("/photos/grey.jpg", "/photos/grey.jpg", "", "default")
+    empty = np.zeros((0, face_models.dim), dtype=np.float32)
+    return (to_records(image, empty, meta, face_models.model_id),)
+
+
+def test_an_index_reopened_from_disk_keeps_everything(
+    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+) -> None:
+    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    image, faces = records(analyzed, "t1", store.model_id, label="family")
+    store.put_images([(image, faces)])
+    before = store.stats()
+    store.close()
+
+    reopened = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    try:
+        assert reopened.stats() == before
+        assert reopened.get_image(image.image_id) == image
+        best = reopened.query(np.array([faces[3].vector]), 1, -1.0, Filters())[0][0]
+        assert (best.image_id, best.face_index) == (image.image_id, 3)
+        assert best.score == pytest.approx(1.0, abs=1e-3)
+    finally:
+        reopened.close()
+
+
+def test_opening_an_index_with_another_model_is_refused(
+    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+) -> None:
+    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store.put_images([records(analyzed, "gdp", "model-a")])
+    store.close()
+
+    with pytest.raises(StoreError) as refused:
+        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+
+    message = str(refused.value)
+    assert "holds faces of model-a" in message
+    assert "the configured model is model-b" in message
+    assert str(store_path) in message
+
+
+def test_a_refused_open_releases_the_data_directory(
+    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+) -> None:
+    """The caller keeps the error (as a service that logs or reports it does): the refused
+    store must not keep the directory locked meanwhile."""
+    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store.put_images([records(analyzed, "gdp", "model-a")])
+    store.close()
+    with pytest.raises(StoreError, match="model-a") as refused:
+        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+
+    again = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    try:
+        assert again.stats().faces == 5
+    finally:
+        again.close()
+    assert refused.value.code == "store"
+
+
+def test_a_refused_open_leaves_the_index_as_it_was(
+    face_models: FaceModels, store_path: Path
+) -> None:
+    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store.close()
+
+    with pytest.raises(StoreError, match="model-a"):
+        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+
+    again = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    try:
+        names = {c.name for c in again.client.get_collections().collections}
+        aliases = {a.alias_name: a.collection_name for a in again.client.get_aliases().aliases}
+    finally:
+        again.close()
+    assert names == {faces_collection_name("model-a"), IMAGES_COLLECTION}
+    assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
+
+
+def test_a_second_open_of_a_path_in_use_is_refused_with_a_clear_error(
+    store: QdrantFaceStore, store_path: Path, face_models: FaceModels
+) -> None:
+    with pytest.raises(StoreError, match="in use by another facesearch process"):
+        QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)

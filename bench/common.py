@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
+DEFAULT_DATA = Path(
+    os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces")
+)
 
 
 def rss_mib() -> float:

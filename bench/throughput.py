@@ -16,24 +16,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import DEFAULT_DATA, lfw_images, peak_rss_mib
 
+from common import DEFAULT_DATA, lfw_images, peak_rss_mib
 from facesearch.faces import detect_faces, detector_input_size
 from facesearch.images import decode_image
-from facesearch.indexing import Indexer, collect_inputs
+from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
+Prepared = list[tuple[np.ndarray, np.ndarray | None]]
 
-def prepare_bare(models: FaceModels, settings: CoreSettings, paths: list[Path]) -> list[tuple]:
+
+def prepare_bare(models: FaceModels, settings: CoreSettings, paths: list[Path]) -> Prepared:
     """Per image: the detector's input blob and the embedder's input blob (or None)."""
     det = models.detector
     rec = models.recognizer
-    prepared = []
+    prepared: Prepared = []
     for path in paths:
         bgr = decode_image(path.read_bytes(), settings.limits)
-        width, height = detector_input_size(*bgr.shape[:2], settings.models.det_max_side)
+        height, width = bgr.shape[:2]
+        width, height = detector_input_size(height, width, settings.models.det_max_side)
         scale = min(width / bgr.shape[1], height / bgr.shape[0])
         resized = cv2.resize(bgr, (int(bgr.shape[1] * scale), int(bgr.shape[0] * scale)))
         canvas = np.zeros((height, width, 3), dtype=np.uint8)
@@ -49,7 +52,7 @@ def prepare_bare(models: FaceModels, settings: CoreSettings, paths: list[Path]) 
     return prepared
 
 
-def run_bare(models: FaceModels, prepared: list[tuple]) -> float:
+def run_bare(models: FaceModels, prepared: Prepared) -> float:
     det, rec = models.detector, models.recognizer
     start = time.perf_counter()
     for det_blob, rec_blob in prepared:
@@ -59,13 +62,15 @@ def run_bare(models: FaceModels, prepared: list[tuple]) -> float:
     return len(prepared) / (time.perf_counter() - start)
 
 
-def run_pipeline(models: FaceModels, settings: CoreSettings, paths: list[Path]) -> tuple[float, int]:
+def run_pipeline(
+    models: FaceModels, settings: CoreSettings, paths: list[Path]
+) -> tuple[float, int]:
     inputs, _ = collect_inputs(paths, "", False)
     faces = 0
     with tempfile.TemporaryDirectory(prefix="facesearch-bench-") as tmp:
         store = QdrantFaceStore.open(models.model_id, models.dim, Path(tmp) / "qdrant")
         start = time.perf_counter()
-        outcomes = []
+        outcomes: list[Outcome] = []
         Indexer(models, store, settings).run(inputs, outcomes.append)
         rate = len(inputs) / (time.perf_counter() - start)
         faces = store.stats().faces
@@ -77,14 +82,20 @@ def run_pipeline(models: FaceModels, settings: CoreSettings, paths: list[Path]) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "lfw-devtest")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
-    parser.add_argument("--det-max-side", type=int, default=0, help="override FACESEARCH_DET_MAX_SIDE")
+    parser.add_argument(
+        "--det-max-side", type=int, default=0, help="override FACESEARCH_DET_MAX_SIDE"
+    )
     args = parser.parse_args()
     settings = CoreSettings.from_env()
     if args.det_max_side:
-        settings = replace(settings, models=replace(settings.models, det_max_side=args.det_max_side))
+        settings = replace(
+            settings, models=replace(settings.models, det_max_side=args.det_max_side)
+        )
     paths = lfw_images(args.data)[: args.limit or None]
     models = FaceModels(settings.models)
     prepared = prepare_bare(models, settings, paths[:50])  # warm-up, also of the allocator

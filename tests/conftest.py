@@ -20,5 +20,7 @@ def face_data() -> Path:
     """The shared labelled face photos (../shared/data/faces, or $FACESEARCH_TEST_DATA)."""
     path = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
     if not path.is_dir():
-        pytest.skip(f"face data folder {path} is absent (set FACESEARCH_TEST_DATA to run this test)")
+        pytest.skip(
+            f"face data folder {path} is absent (set FACESEARCH_TEST_DATA to run this test)"
+        )
     return path

@@ -38,16 +38,19 @@ class DetectedFace:
 
 def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     """(width, height) for SCRFD: the image's own size rounded up to the stride, the longer side
-    capped at ``max_side``. Small images are not blown up to 640x640, which is most of the cost
-    on thumbnails and gives the same faces."""
-    scale = min(1.0, max_side / max(height, width))
-    target_h = max(_MIN_SIDE, _round_up(height * scale))
-    target_w = max(_MIN_SIDE, _round_up(width * scale))
-    return min(target_w, _round_up(max_side)), min(target_h, _round_up(max_side))
+    brought down to ``max_side`` (itself rounded down to the stride). Small images are not blown
+    up to 640x640, which is most of the cost on thumbnails and finds the same faces."""
+    cap = max(_STRIDE, max_side // _STRIDE * _STRIDE)
+    longer = max(height, width)
+    limit = min(longer, cap)
+    # Integer arithmetic: a float scale can land a hair above a stride boundary.
+    target_h = max(_MIN_SIDE, _round_up(-(-height * limit // longer)))
+    target_w = max(_MIN_SIDE, _round_up(-(-width * limit // longer)))
+    return min(target_w, max(cap, _MIN_SIDE)), min(target_h, max(cap, _MIN_SIDE))
 
 
-def _round_up(value: float) -> int:
-    return int(-(-int(np.ceil(value)) // _STRIDE) * _STRIDE)
+def _round_up(value: int) -> int:
+    return -(-value // _STRIDE) * _STRIDE
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ where the bytes enter, so callers only see clear reasons.
 """
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +20,10 @@ IMAGE_SUFFIXES = frozenset(
 
 # Truncated files must fail, not decode to a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Pillow only warns between 89 and 179 megapixels; here anything that large is refused.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+# facesearch checks every header against its own max_image_pixels before any pixel is decoded
+# (``_check_header``), so Pillow's process-wide guard, which only warns below 179 megapixels and
+# would cap the configurable limit, is switched off.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,6 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
         raise
     except UnidentifiedImageError as exc:
         raise BadImageError("not an image, or a format facesearch does not read") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"decompression bomb refused: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise BadImageError(f"corrupt or truncated image: {exc}") from exc
     return np.ascontiguousarray(rgb[:, :, ::-1])
@@ -72,7 +71,10 @@ def _check_header(img: Image.Image, limits: ImageLimits) -> None:
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """Any Pillow mode (RGBA, LA, P, L, 1, CMYK, I;16, I, F) as HxWx3 RGB uint8."""
     mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode.startswith("I;16"):
+        gray16 = np.asarray(img).astype(np.float32) * (255.0 / 65535.0)
+        return _gray_to_rgb8(np.rint(gray16))
+    if mode in ("I", "F"):
         return _wide_gray_to_rgb8(np.asarray(img))
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         # Transparent areas become white, as most viewers show them.
@@ -83,11 +85,17 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def _wide_gray_to_rgb8(values: np.ndarray) -> np.ndarray:
+    """32-bit integer or float gray of unknown range: 16-bit range if it exceeds 8 bits, the
+    unit range for floats up to 1."""
     gray = values.astype(np.float32)
     peak = float(gray.max()) if gray.size else 0.0
     if peak > 255.0:
         gray *= 255.0 / (65535.0 if peak <= 65535.0 else peak)
     elif 0.0 < peak <= 1.0 and values.dtype.kind == "f":
         gray *= 255.0
+    return _gray_to_rgb8(gray)
+
+
+def _gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
     gray8 = np.clip(gray, 0, 255).astype(np.uint8)
     return np.repeat(gray8[:, :, None], 3, axis=2)

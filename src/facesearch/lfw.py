@@ -50,13 +50,13 @@ def read_pairs(path: Path) -> list[Pair]:
 
 
 def _pair(fields: list[str], same: bool, fold: int, path: Path, line: int) -> Pair:
-    if same and len(fields) == 3:
-        name, a, b = fields
-        return Pair(lfw_file(name, a), lfw_file(name, b), True, fold)
-    if not same and len(fields) == 4:
-        return Pair(lfw_file(fields[0], fields[1]), lfw_file(fields[2], fields[3]), False, fold)
-    kind = "same-person (NAME N1 N2)" if same else "different-person (NAME1 N1 NAME2 N2)"
-    raise ConfigError(f"{path}:{line}: expected a {kind} pair")
+    if len(fields) != (3 if same else 4):
+        kind = "same-person (NAME N1 N2)" if same else "different-person (NAME1 N1 NAME2 N2)"
+        raise ConfigError(f"{path}:{line}: expected a {kind} pair")
+    names, numbers = ([fields[0]] * 2, fields[1:]) if same else (fields[0::2], fields[1::2])
+    if not all(n.isdigit() for n in numbers):
+        raise ConfigError(f"{path}:{line}: image numbers must be whole numbers")
+    return Pair(lfw_file(names[0], numbers[0]), lfw_file(names[1], numbers[1]), same, fold)
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:

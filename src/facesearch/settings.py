@@ -54,7 +54,9 @@ class CoreSettings:
             detector=reader.text("FACESEARCH_DETECTOR_MODEL", ""),
             recognizer=reader.text("FACESEARCH_RECOGNIZER_MODEL", ""),
             providers=tuple(
-                p.strip() for p in reader.text("FACESEARCH_PROVIDERS", "auto").split(",") if p
+                p.strip()
+                for p in reader.text("FACESEARCH_PROVIDERS", "auto").split(",")
+                if p.strip()
             ),
             threads=reader.number("FACESEARCH_THREADS", 0, int),
             det_threshold=reader.number("FACESEARCH_DET_THRESHOLD", 0.5, float),
@@ -79,6 +81,10 @@ class _EnvReader:
 
     def text(self, name: str, default: str) -> str:
         return self._env.get(name, "").strip() or default
+
+    def names(self, name: str, default: str) -> tuple[str, ...]:
+        """A comma-separated list, blanks dropped."""
+        return tuple(p.strip() for p in self.text(name, default).split(",") if p.strip())
 
     def number(self, name: str, default: Any, kind: type) -> Any:
         raw = self._env.get(name, "").strip()

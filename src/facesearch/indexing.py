@@ -127,12 +127,13 @@ class Indexer:
     def run(self, inputs: list[InputFile], on_outcome: Callable[[Outcome], None]) -> None:
         pending: list[tuple[ImageRecord, list[FaceRecord]]] = []
         writing: Future[None] | None = None
+        seen: dict[str, int] = {}  # image id -> faces, for copies of one file in this run
         with (
             ThreadPoolExecutor(1, thread_name_prefix="read") as reader,
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
         ):
             for loaded in _prefetch(reader, inputs, self._load):
-                outcome, records = self._index_one(loaded)
+                outcome, records = self._index_one(loaded, seen)
                 if records:
                     pending.append(records)
                 if len(pending) >= _FLUSH_EVERY:
@@ -178,15 +179,18 @@ class Indexer:
         )
 
     def _index_one(
-        self, loaded: "_Loaded | Outcome"
+        self, loaded: "_Loaded | Outcome", seen: dict[str, int]
     ) -> tuple[Outcome, tuple[ImageRecord, list[FaceRecord]] | None]:
         if isinstance(loaded, Outcome):
             return loaded, None
         path = str(loaded.item.path)
+        if loaded.image_id in seen:
+            return Outcome(path, "unchanged", loaded.image_id, seen[loaded.image_id]), None
         if loaded.bgr is None:
             faces = loaded.previous.faces if loaded.previous else 0
             return Outcome(path, "unchanged", loaded.image_id, faces), None
         analyzed = analyze_decoded(loaded.image_id, loaded.bgr, self.models, self.settings)
+        seen[loaded.image_id] = len(analyzed.faces)
         vectors = embed(self.models, analyzed)
         records = to_records(analyzed, vectors, loaded.meta, self.store.model_id)
         return Outcome(path, "indexed", loaded.image_id, len(analyzed.faces)), records

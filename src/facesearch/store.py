@@ -70,9 +70,9 @@ class QdrantFaceStore:
         try:
             if url:
                 client = QdrantClient(url=url, timeout=30)
-                return cls(client, model_id, dim, url)
-            path.mkdir(parents=True, exist_ok=True)
-            client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
         except RuntimeError as exc:  # local mode's lock: one process per data directory
             raise StoreError(
                 f"the index at {path} is in use by another facesearch process; wait for it "
@@ -80,13 +80,25 @@ class QdrantFaceStore:
             ) from exc
         except Exception as exc:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
-        return cls(client, model_id, dim, str(path))
+        try:
+            return cls(client, model_id, dim, url or str(path))
+        except BaseException:
+            client.close()  # releases local mode's lock on the folder
+            raise
 
     @_locked
     def close(self) -> None:
         self.client.close()
 
     def _ensure_collections(self, local: bool) -> None:
+        aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+        target = aliases.get(FACES_ALIAS, self.collection)
+        if target != self.collection:
+            raise StoreError(
+                f"the index at {self.location} holds faces of {target.removeprefix('faces__')}, "
+                f"but the configured model is {self.model_id}; use another --data-dir or the "
+                "model the index was built with"
+            )
         existing = {c.name for c in self.client.get_collections().collections}
         if self.collection not in existing:
             self.client.create_collection(
@@ -103,9 +115,7 @@ class QdrantFaceStore:
         self._ensure_alias()
 
     def _ensure_alias(self) -> None:
-        aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
-        target = aliases.get(FACES_ALIAS)
-        if target is None:
+        if FACES_ALIAS not in {a.alias_name for a in self.client.get_aliases().aliases}:
             self.client.update_collection_aliases(
                 change_aliases_operations=[
                     models.CreateAliasOperation(
@@ -114,12 +124,6 @@ class QdrantFaceStore:
                         )
                     )
                 ]
-            )
-        elif target != self.collection:
-            raise StoreError(
-                f"the index at {self.location} holds faces of {target.removeprefix('faces__')}, "
-                f"but the configured model is {self.model_id}; use another --data-dir or the "
-                "model the index was built with"
             )
 
     @_locked

@@ -76,9 +76,7 @@ def run_cli(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     other FACESEARCH_* or QDRANT_* variable; ``stdin`` is bytes fed to standard input."""
 
     def run(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
         env["FACESEARCH_HOME"] = str(home)
         done = subprocess.run(
             [str(FACESEARCH), *(str(a) for a in args)],

@@ -64,7 +64,7 @@ def test_demo_finds_yao_ming_in_players(run_cli: Cli, home: Path) -> None:
     assert name == "players.jpg"
     assert near(box, YAO_BOX), box
     assert score > 0.5
-    assert "  33 faces in 3 images\n" in result.stdout
+    assert "  3 images, 33 faces in the index\n" in result.stdout
     assert "searching with yaoming.jpg: 1 face, compared with every face" in result.stdout
     rest = re.search(r"the other 32 faces score at most (-?\d\.\d{3});", result.stdout)
     assert rest, result.stdout
@@ -72,12 +72,10 @@ def test_demo_finds_yao_ming_in_players(run_cli: Cli, home: Path) -> None:
     assert list(home.iterdir()) == [], "the demo without --data-dir must use a temporary index"
 
 
-def test_demo_with_a_data_dir_can_be_run_twice(
-    run_cli: Cli, tmp_path: Path, demo: dict[str, Path]
-) -> None:
+def test_demo_with_a_data_dir_can_be_run_twice(run_cli: Cli, tmp_path: Path) -> None:
     data = tmp_path / "demo-data"
     first = ok(run_cli("demo", "--data-dir", data))
-    assert "  33 faces in 3 images\n" in first.stdout
+    assert "  3 images, 33 faces in the index\n" in first.stdout
 
     second = ok(run_cli("demo", "--data-dir", data))
 
@@ -184,9 +182,7 @@ def test_search_json_has_every_face_and_its_matches(
     assert all(s < 0.3 for s in scores[1:])
 
 
-def test_search_text_output_with_the_default_threshold(
-    run_cli: Cli, demo: dict[str, Path]
-) -> None:
+def test_search_text_output_with_the_default_threshold(run_cli: Cli, demo: dict[str, Path]) -> None:
     ok(run_cli("index", *gallery(demo)))
 
     result = ok(run_cli("search", demo["yaoming"]))
@@ -204,12 +200,10 @@ def test_search_reads_the_query_from_stdin_and_honours_top_k(
 ) -> None:
     ok(run_cli("index", *gallery(demo)))
 
+    query = demo["yaoming"].read_bytes()
     found = as_json(
-        run_cli(
-            "search", "-", "--json", "--top-k", "3", "--threshold", "0",
-            stdin=demo["yaoming"].read_bytes(),
-        )
-    )  # fmt: skip
+        run_cli("search", "-", "--json", "--top-k", "3", "--threshold", "0", stdin=query)
+    )
 
     assert found["query"] == "-"
     matches = found["faces"][0]["matches"]

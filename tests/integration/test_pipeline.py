@@ -1,5 +1,6 @@
 """The library end to end on real photos: decode, detect, embed, index, search."""
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,3 +151,54 @@ def test_a_truncated_photo_is_a_bad_image_not_a_crash(
 
     with pytest.raises(BadImageError, match="truncated"):
         analyze(data[: len(data) // 2], face_models, settings)
+
+
+def test_copies_of_one_photo_in_one_run_are_one_image_kept_at_its_first_path(
+    demo: dict[str, Path],
+    face_models: FaceModels,
+    store: QdrantFaceStore,
+    settings: CoreSettings,
+    tmp_path: Path,
+) -> None:
+    """One image per sha256: the second copy has nothing to add, as it has on a later run."""
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    shutil.copy(demo["t1"], folder / "a.jpg")
+    shutil.copy(demo["t1"], folder / "b.jpg")
+
+    outcomes = index([folder], face_models, store, settings)
+
+    assert [(Path(o.path).name, o.status, o.faces) for o in outcomes] == [
+        ("a.jpg", "indexed", 6),
+        ("b.jpg", "unchanged", 6),
+    ]
+    stats = store.stats()
+    assert (stats.images, stats.faces) == (1, 6)
+    record = store.get_image(outcomes[0].image_id)
+    assert record is not None
+    assert record.meta.path == str((folder / "a.jpg").resolve())
+
+
+def test_a_moved_copy_is_unchanged_and_a_new_label_reindexes_in_place(
+    demo: dict[str, Path],
+    face_models: FaceModels,
+    store: QdrantFaceStore,
+    settings: CoreSettings,
+    tmp_path: Path,
+) -> None:
+    first = tmp_path / "first" / "gdp.jpg"
+    moved = tmp_path / "moved" / "gdp.jpg"
+    for path in (first, moved):
+        path.parent.mkdir()
+        shutil.copy(demo["gdp"], path)
+    index([first], face_models, store, settings)
+
+    same = index([moved], face_models, store, settings)
+    inputs, _ = collect_inputs([moved], "economists", False)
+    relabelled: list[Outcome] = []
+    Indexer(face_models, store, settings).run(inputs, relabelled.append)
+
+    assert [(o.status, o.faces) for o in same] == [("unchanged", 5)]
+    assert [(o.status, o.faces) for o in relabelled] == [("indexed", 5)]
+    stats = store.stats()
+    assert (stats.images, stats.faces, stats.labels) == (1, 5, {"economists": 1})

@@ -187,9 +187,7 @@ def test_delete_returns_counts_and_removes_what_it_names(
     items = {
         "players": records(analyzed, "players", store.model_id, label="team"),
         "gdp": records(analyzed, "gdp", store.model_id, label="economists"),
-        "t1": records(
-            analyzed, "t1", store.model_id, source_uri="https://example.org/t1.jpg"
-        ),
+        "t1": records(analyzed, "t1", store.model_id, source_uri="https://example.org/t1.jpg"),
     }
     store.put_images(list(items.values()))
     image, faces = items[gone]

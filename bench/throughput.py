@@ -9,16 +9,17 @@ decode, detect with post-processing, align, embed, upsert). Prints both rates an
 """
 
 import argparse
+import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from common import DEFAULT_DATA, lfw_images, peak_rss_mib
-from facesearch.faces import detect_faces, detector_input_size
+from facesearch.detection import prepare_input
+from facesearch.faces import detect_faces
 from facesearch.images import decode_image
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
@@ -29,26 +30,20 @@ Prepared = list[tuple[np.ndarray, np.ndarray | None]]
 
 
 def prepare_bare(models: FaceModels, settings: CoreSettings, paths: list[Path]) -> Prepared:
-    """Per image: the detector's input blob and the embedder's input blob (or None)."""
-    det = models.detector
+    """Per image: the detector's input tensor and the embedder's (None without a face), made
+    by the same functions the pipeline uses."""
     rec = models.recognizer
     prepared: Prepared = []
     for path in paths:
         bgr = decode_image(path.read_bytes(), settings.limits)
-        height, width = bgr.shape[:2]
-        width, height = detector_input_size(height, width, settings.models.det_max_side)
-        scale = min(width / bgr.shape[1], height / bgr.shape[0])
-        resized = cv2.resize(bgr, (int(bgr.shape[1] * scale), int(bgr.shape[0] * scale)))
-        canvas = np.zeros((height, width, 3), dtype=np.uint8)
-        canvas[: resized.shape[0], : resized.shape[1]] = resized
-        det_blob = det._prepare_input_blob(canvas, (width, height))
-        crops = [f.crop for f in detect_faces(models, bgr, settings.max_faces_per_image)]
+        det_input = prepare_input(bgr, settings.models.det_max_side)
+        crops = [f.crop for f in detect_faces(models, bgr, settings.max_faces_per_image, det_input)]
         rec_blob = None
         if crops:
             rec_blob = cv2.dnn.blobFromImages(
                 crops, 1.0 / rec.input_std, rec.input_size, (rec.input_mean,) * 3, swapRB=True
             ).astype(np.float32)
-        prepared.append((det_blob, rec_blob))
+        prepared.append((det_input.blob, rec_blob))
     return prepared
 
 
@@ -65,12 +60,12 @@ def run_bare(models: FaceModels, prepared: Prepared) -> float:
 def run_pipeline(
     models: FaceModels, settings: CoreSettings, paths: list[Path]
 ) -> tuple[float, int]:
+    """Images per second of the whole pipeline into a fresh embedded index, and faces stored."""
     inputs, _ = collect_inputs(paths, "", False)
-    faces = 0
     with tempfile.TemporaryDirectory(prefix="facesearch-bench-") as tmp:
         store = QdrantFaceStore.open(models.model_id, models.dim, Path(tmp) / "qdrant")
-        start = time.perf_counter()
         outcomes: list[Outcome] = []
+        start = time.perf_counter()
         Indexer(models, store, settings).run(inputs, outcomes.append)
         rate = len(inputs) / (time.perf_counter() - start)
         faces = store.stats().faces
@@ -87,30 +82,27 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "lfw-devtest")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
-    parser.add_argument(
-        "--det-max-side", type=int, default=0, help="override FACESEARCH_DET_MAX_SIDE"
-    )
+    parser.add_argument("--rounds", type=int, default=5, help="bare/pipeline pairs to run")
     args = parser.parse_args()
     settings = CoreSettings.from_env()
-    if args.det_max_side:
-        settings = replace(
-            settings, models=replace(settings.models, det_max_side=args.det_max_side)
-        )
     paths = lfw_images(args.data)[: args.limit or None]
     models = FaceModels(settings.models)
-    prepared = prepare_bare(models, settings, paths[:50])  # warm-up, also of the allocator
-    run_bare(models, prepared)
     prepared = prepare_bare(models, settings, paths)
-    bare_before = run_bare(models, prepared)
-    pipeline, faces = run_pipeline(models, settings, paths)
-    bare_after = run_bare(models, prepared)
-    bare = (bare_before + bare_after) / 2
-    print(f"images             {len(paths)} ({args.data})")
-    print(f"faces indexed      {faces}")
-    print(f"bare models        {bare:.1f} images/s (runs: {bare_before:.1f}, {bare_after:.1f})")
-    print(f"whole pipeline     {pipeline:.1f} images/s")
-    print(f"ratio              {pipeline / bare:.1%} of the bare models")
-    print(f"peak RSS           {peak_rss_mib():.0f} MiB")
+    run_bare(models, prepared[:100])  # warm-up
+    bare, pipeline, ratios = [], [], []
+    print(f"{'round':>5} {'bare img/s':>11} {'pipeline img/s':>15} {'ratio':>7}")
+    for round_ in range(1, args.rounds + 1):
+        # Alternating the two within each round keeps slow drifts of this VM out of the ratio.
+        bare.append(run_bare(models, prepared))
+        rate, faces = run_pipeline(models, settings, paths)
+        pipeline.append(rate)
+        ratios.append(rate / bare[-1])
+        print(f"{round_:>5} {bare[-1]:>11.1f} {rate:>15.1f} {ratios[-1]:>7.1%}", flush=True)
+    print(f"images             {len(paths)} ({args.data}), {faces} faces")
+    print(f"bare models        {statistics.median(bare):.1f} images/s (median)")
+    print(f"whole pipeline     {statistics.median(pipeline):.1f} images/s (median)")
+    print(f"ratio              {statistics.median(ratios):.1%} (median of per-round ratios)")
+    print(f"peak RSS           {peak_rss_mib():.0f} MiB (the bare inputs are all held in memory)")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Pure steps of the face pipeline: choose the detector size, detect, align, score quality,
-embed. The CLI and the detector/embedder services call these same functions."""
+"""Pure steps of the face pipeline: detect, align, score quality, embed. The CLI and the
+detector/embedder services call these same functions."""
 
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from facesearch.detection import DetectorInput, prepare_input
 from facesearch.models import FaceModels
 
 ALIGNED_SIZE = 112
@@ -20,8 +21,6 @@ ARCFACE_LANDMARKS = np.array(
     ],
     dtype=np.float64,
 )
-_STRIDE = 32
-_MIN_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -34,23 +33,6 @@ class DetectedFace:
     landmarks: np.ndarray  # 5 x 2, source pixels
     crop: np.ndarray  # 112 x 112 x 3 BGR, aligned
     quality: float
-
-
-def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """(width, height) for SCRFD: the image's own size rounded up to the stride, the longer side
-    brought down to ``max_side`` (itself rounded down to the stride). Small images are not blown
-    up to 640x640, which is most of the cost on thumbnails and finds the same faces."""
-    cap = max(_STRIDE, max_side // _STRIDE * _STRIDE)
-    longer = max(height, width)
-    limit = min(longer, cap)
-    # Integer arithmetic: a float scale can land a hair above a stride boundary.
-    target_h = max(_MIN_SIDE, _round_up(-(-height * limit // longer)))
-    target_w = max(_MIN_SIDE, _round_up(-(-width * limit // longer)))
-    return min(target_w, max(cap, _MIN_SIDE)), min(target_h, max(cap, _MIN_SIDE))
-
-
-def _round_up(value: int) -> int:
-    return -(-value // _STRIDE) * _STRIDE
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -84,11 +66,15 @@ def face_quality(
     return float(det_score * min(1.0, side / 64.0) * min(1.0, sharpness / 100.0))
 
 
-def detect_faces(models: FaceModels, bgr: np.ndarray, max_faces: int) -> list[DetectedFace]:
-    """Every face in the image, best detector score first, at most ``max_faces``."""
+def detect_faces(
+    models: FaceModels, bgr: np.ndarray, max_faces: int, prepared: DetectorInput | None = None
+) -> list[DetectedFace]:
+    """Every face in the image, best detector score first, at most ``max_faces``. ``prepared``
+    is the detector input made from ``bgr`` beforehand, if it was."""
     height, width = bgr.shape[:2]
-    size = detector_input_size(height, width, models.settings.det_max_side)
-    boxes, landmarks = models.detect(bgr, size)
+    if prepared is None:
+        prepared = prepare_input(bgr, models.settings.det_max_side)
+    boxes, landmarks = models.detect(prepared)
     faces = []
     for index, (row, points) in enumerate(
         zip(boxes[:max_faces], landmarks[:max_faces], strict=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesearch.detection import DetectorInput, prepare_input
 from facesearch.errors import FaceSearchError, ImageTooLargeError, UnsupportedTypeError
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import IMAGE_SUFFIXES, decode_image
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _FLUSH_EVERY = 32
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
-_PREFETCH = 4
+_PREFETCH = 8  # inputs read and decoded ahead of the models
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class _Loaded:
     image_id: str
     previous: ImageRecord | None
     bgr: np.ndarray | None  # None when the image is already indexed as it is
+    detector_input: DetectorInput | None = None
 
 
 class Indexer:
@@ -145,7 +147,8 @@ class Indexer:
                 last.result()
 
     def _load(self, item: InputFile) -> "_Loaded | Outcome":
-        """Read, hash, look up and decode one input (in the reader thread)."""
+        """Read, hash, look up, decode and make the detector input of one input (in the reader
+        thread)."""
         path = str(item.path)
         try:
             if item.path.suffix.lower() in VIDEO_SUFFIXES:
@@ -161,7 +164,9 @@ class Indexer:
             previous = self.store.get_image(image_id)
             if self._already_indexed(previous, meta):
                 return _Loaded(item, meta, image_id, previous, None)
-            return _Loaded(item, meta, image_id, previous, decode_image(data, self.settings.limits))
+            bgr = decode_image(data, self.settings.limits)
+            prepared = prepare_input(bgr, self.settings.models.det_max_side)
+            return _Loaded(item, meta, image_id, previous, bgr, prepared)
         except FaceSearchError as exc:
             return Outcome(path, "failed", reason=f"{exc.code}: {exc}")
         except OSError as exc:
@@ -189,7 +194,9 @@ class Indexer:
         if loaded.bgr is None:
             faces = loaded.previous.faces if loaded.previous else 0
             return Outcome(path, "unchanged", loaded.image_id, faces), None
-        analyzed = analyze_decoded(loaded.image_id, loaded.bgr, self.models, self.settings)
+        analyzed = analyze_decoded(
+            loaded.image_id, loaded.bgr, self.models, self.settings, loaded.detector_input
+        )
         seen[loaded.image_id] = len(analyzed.faces)
         vectors = embed(self.models, analyzed)
         records = to_records(analyzed, vectors, loaded.meta, self.store.model_id)

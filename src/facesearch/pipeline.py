@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from facesearch.detection import DetectorInput
 from facesearch.faces import DetectedFace, detect_faces, embed_faces
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import decode_image
@@ -30,10 +31,15 @@ def analyze(data: bytes, models: FaceModels, settings: CoreSettings) -> Analyzed
 
 
 def analyze_decoded(
-    image_id: str, bgr: np.ndarray, models: FaceModels, settings: CoreSettings
+    image_id: str,
+    bgr: np.ndarray,
+    models: FaceModels,
+    settings: CoreSettings,
+    prepared: DetectorInput | None = None,
 ) -> AnalyzedImage:
-    """Find every face of an image already decoded (see ``images.decode_image``)."""
-    faces = detect_faces(models, bgr, settings.max_faces_per_image)
+    """Find every face of an image already decoded (see ``images.decode_image``), from its
+    detector input if that was made ahead (see ``detection.prepare_input``)."""
+    faces = detect_faces(models, bgr, settings.max_faces_per_image, prepared)
     return AnalyzedImage(image_id, bgr.shape[1], bgr.shape[0], faces)
 
 

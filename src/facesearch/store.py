@@ -10,6 +10,7 @@ run indexes it again over the same ids.
 import functools
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,7 +64,10 @@ class QdrantFaceStore:
         self.dim = dim
         self.location = location
         self.collection = faces_collection_name(model_id)
-        self._ensure_collections(local=not location.startswith(("http://", "https://")))
+        local = not location.startswith(("http://", "https://"))
+        self._ensure_collections(local)
+        if local:
+            _fast_local_commits(client)
 
     @classmethod
     def open(cls, model_id: str, dim: int, path: Path, url: str = "") -> "QdrantFaceStore":
@@ -226,6 +230,21 @@ class QdrantFaceStore:
     def _count(self, collection: str, conditions: list[models.Condition]) -> int:
         condition = models.Filter(must=conditions) if conditions else None
         return self.client.count(collection, count_filter=condition, exact=True).count
+
+
+def _fast_local_commits(client: QdrantClient) -> None:
+    """qdrant-client's local mode commits every point in its own SQLite transaction with a full
+    fsync (0.7 ms each on this machine, most of the cost of indexing a small photo). Write-ahead
+    logging with synchronous=NORMAL keeps each commit atomic and safe when the process dies, at
+    a twentieth of the cost; a power cut may lose the last commits, which indexing the same
+    files again restores, since ids are idempotent. This reaches into the client's private
+    state, so it does nothing where that state looks different."""
+    collections = getattr(getattr(client, "_client", None), "collections", {})
+    for collection in collections.values():
+        connection = getattr(getattr(collection, "storage", None), "storage", None)
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _filter(filters: Filters) -> models.Filter | None:

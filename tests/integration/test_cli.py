@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from facesearch import __version__
+from facesearch.calibration import LFW_THRESHOLD
 from facesearch.models import FaceModels
 from facesearch.store import QdrantFaceStore
 
@@ -188,7 +189,7 @@ def test_search_text_output_with_the_default_threshold(run_cli: Cli, demo: dict[
     result = ok(run_cli("search", demo["yaoming"]))
 
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{demo['yaoming']}: 1 face (threshold 0.211)"
+    assert lines[0] == f"{demo['yaoming']}: 1 face (threshold {LFW_THRESHOLD:.3f})"
     assert re.fullmatch(r"face 1: x \d+-\d+, y \d+-\d+, detector 0\.\d\d", lines[1]), lines[1]
     rows = [line for line in lines[3:] if line.strip()]
     assert len(rows) == 1, result.stdout

@@ -4,9 +4,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from facesearch.calibration import LFW_THRESHOLD
+from facesearch.detection import prepare_input
 from facesearch.errors import BadImageError, NoFaceError
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
@@ -97,7 +100,7 @@ def test_the_default_threshold_keeps_only_the_same_person(
     index([demo["players"], demo["gdp"], demo["t1"]], face_models, store, settings)
 
     faces = search_image(
-        demo["yaoming"].read_bytes(), face_models, store, settings, 10, 0.211, Filters()
+        demo["yaoming"].read_bytes(), face_models, store, settings, 10, LFW_THRESHOLD, Filters()
     )
 
     assert [(Path(m.path).name, near(m.box, YAO_BOX)) for m in faces[0].matches] == [
@@ -202,3 +205,22 @@ def test_a_moved_copy_is_unchanged_and_a_new_label_reindexes_in_place(
     assert [(o.status, o.faces) for o in relabelled] == [("indexed", 5)]
     stats = store.stats()
     assert (stats.images, stats.faces, stats.labels) == (1, 5, {"economists": 1})
+
+
+def test_detection_matches_insightfaces_own_scrfd_helper(
+    demo: dict[str, Path], face_models: FaceModels, settings: CoreSettings
+) -> None:
+    """Where no resizing is involved (an image already the tensor's size), our input
+    preparation and output decoding find what insightface's SCRFD.detect finds."""
+    bgr = cv2.resize(cv2.imread(str(demo["players"])), (640, 416))
+
+    boxes, landmarks = face_models.detect(prepare_input(bgr, 640))
+    theirs, their_landmarks = face_models.detector.detect(
+        bgr, input_size=(640, 416), det_thresh=settings.models.det_threshold
+    )
+
+    assert len(boxes) == len(theirs) > 20
+    order = np.lexsort((theirs[:, 0], theirs[:, 1]))
+    ours = np.lexsort((boxes[:, 0], boxes[:, 1]))
+    np.testing.assert_allclose(boxes[ours], theirs[order], atol=1e-3)
+    np.testing.assert_allclose(landmarks[ours], their_landmarks[order], atol=1e-3)

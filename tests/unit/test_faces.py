@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from insightface.utils import face_align
 
+from facesearch.detection import detector_input_size
 from facesearch.faces import (
     ALIGNED_SIZE,
     ARCFACE_LANDMARKS,
     DetectedFace,
     align_face,
     central_face,
-    detector_input_size,
     face_quality,
     similarity_transform,
 )

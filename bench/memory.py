@@ -48,6 +48,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "lfw-devtest")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=1_000)
+    parser.add_argument(
+        "--discard",
+        action="store_true",
+        help="run the whole pipeline but drop what it would store, to tell the pipeline's own "
+        "memory from the embedded index's (qdrant-client's local mode keeps every point in RAM)",
+    )
     args = parser.parse_args()
     settings = CoreSettings.from_env()
     with tempfile.TemporaryDirectory(prefix="facesearch-memory-") as tmp:
@@ -56,6 +62,8 @@ def main() -> None:
         make_images(lfw_images(args.data), args.images, folder)
         models = FaceModels(settings.models)
         store = QdrantFaceStore.open(models.model_id, models.dim, Path(tmp) / "qdrant")
+        if args.discard:
+            store.put_images = lambda items: None  # type: ignore[method-assign]
         inputs, _ = collect_inputs([folder], "", False)
         print(f"{'images':>8} {'faces':>8} {'RSS MiB':>8} {'images/s':>9}")
         start, done, faces = time.perf_counter(), 0, 0
@@ -72,7 +80,7 @@ def main() -> None:
         Indexer(models, store, settings).run(inputs, sample)
         stored = store.stats().faces
         store.close()
-    print(f"faces stored {stored}; peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"faces found {faces}, stored {stored}; peak RSS {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Small images are padded to the stride, not resized: a 250x250 photo is detected 
 its own pixels, where insightface's helper would stretch it to fit.
 """
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -97,10 +98,14 @@ def decode(
     return found[order][kept].astype(np.float32), marks[order][kept].astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
 def _anchor_centres(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
+    """(x, y) of every anchor, row by row, each repeated per anchor (cached: read-only)."""
     ys, xs = np.mgrid[:rows, :cols]
     centres = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
-    return np.repeat(centres, anchors, axis=0)
+    centres = np.repeat(centres, anchors, axis=0)
+    centres.flags.writeable = False
+    return centres
 
 
 def non_max_suppression(boxes: np.ndarray, iou: float) -> list[int]:

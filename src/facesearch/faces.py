@@ -36,17 +36,17 @@ class DetectedFace:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 matrix of the least-squares similarity mapping ``src`` points onto ``dst`` (Umeyama,
-    no reflection): the transform insightface's ``norm_crop`` estimates."""
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    cov = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    sign = np.array([1.0, -1.0 if np.linalg.det(cov) < 0 else 1.0])
-    rotation = u @ np.diag(sign) @ vt
-    scale = float((s * sign).sum() / (src_c**2).sum() * len(src))
-    shift = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, shift[:, None]])
+    """2x3 matrix of the least-squares similarity (rotation, uniform scale, shift; no
+    reflection) mapping ``src`` points onto ``dst``: the transform insightface's ``norm_crop``
+    estimates with Umeyama's method, in its closed 2-D form (points as complex numbers)."""
+    src_c = src[:, 0] + 1j * src[:, 1]
+    dst_c = dst[:, 0] + 1j * dst[:, 1]
+    src_mean, dst_mean = src_c.mean(), dst_c.mean()
+    centred = src_c - src_mean
+    rotation_scale = np.vdot(centred, dst_c - dst_mean) / np.vdot(centred, centred).real
+    shift = dst_mean - rotation_scale * src_mean
+    a, b = rotation_scale.real, rotation_scale.imag
+    return np.array([[a, -b, shift.real], [b, a, shift.imag]])
 
 
 def align_face(bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

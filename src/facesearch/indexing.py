@@ -1,7 +1,6 @@
 """Index files and folders into the face store, one image at a time, never stopping on a bad
 one: each input ends as indexed, unchanged, or failed with its reason."""
 
-import logging
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +20,6 @@ from facesearch.records import FaceRecord, ImageMeta, ImageRecord
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
-log = logging.getLogger(__name__)
-
 _FLUSH_EVERY = 32
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 _PREFETCH = 8  # inputs read and decoded ahead of the models
@@ -32,7 +29,6 @@ _PREFETCH = 8  # inputs read and decoded ahead of the models
 class InputFile:
     path: Path
     label: str
-    explicit: bool  # named on the command line, not found by walking a folder
 
 
 @dataclass(frozen=True)
@@ -76,22 +72,22 @@ def collect_inputs(
     """Files to index, in a stable order, and how many files in folders were not images."""
     found: list[InputFile] = []
     ignored = 0
+
+    def labelled(path: Path) -> InputFile:
+        return InputFile(path, label or (path.parent.name if label_from_dir else ""))
+
     for root in paths:
         if not root.is_dir():
-            found.append(
-                InputFile(root, label or (root.parent.name if label_from_dir else ""), True)
-            )
+            found.append(labelled(root))
             continue
         for folder, dirs, files in os.walk(root):
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder) / name
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(labelled(path))
+                else:
                     ignored += 1
-                    continue
-                found.append(
-                    InputFile(path, label or (path.parent.name if label_from_dir else ""), False)
-                )
     return found, ignored
 
 

@@ -77,6 +77,9 @@ def print_summary(summary: Summary) -> None:
         f"{len(summary.failed)} skipped; {summary.faces_indexed} faces indexed, "
         f"{summary.no_faces} images without a face"
     )
+    if summary.failed:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(summary.failure_reasons().items()))
+        click.echo(f"skipped: {reasons} (each listed on stderr)")
     if summary.ignored:
         click.echo(f"{summary.ignored} files in the folders were not images and were ignored")
     for outcome in summary.failed:

@@ -8,7 +8,6 @@ run indexes it again over the same ids.
 """
 
 import functools
-import logging
 import re
 import sqlite3
 import threading
@@ -29,8 +28,6 @@ from facesearch.records import (
     Selector,
     StoreStats,
 )
-
-log = logging.getLogger(__name__)
 
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"

@@ -37,7 +37,6 @@ def test_folder_is_walked_recursively_in_sorted_order(tmp_path: Path) -> None:
         "people/zoe/2.webp",
     ]
     assert ignored == 0
-    assert all(not item.explicit for item in found)
     assert all(item.label == "" for item in found)
 
 
@@ -67,7 +66,7 @@ def test_explicit_file_is_kept_whatever_its_suffix(tmp_path: Path) -> None:
     touch(tmp_path, "carol/photo.heic", "carol/notes.txt")
     explicit = tmp_path / "carol" / "photo.heic"
     found, ignored = collect_inputs([explicit], "", True)
-    assert found == [InputFile(explicit, "carol", True)]
+    assert found == [InputFile(explicit, "carol")]
     assert ignored == 0
 
 
@@ -75,9 +74,9 @@ def test_files_and_folders_keep_the_order_given(tmp_path: Path) -> None:
     touch(tmp_path, "d/2.jpg", "d/1.jpg", "z.png", "d/skip.txt")
     found, ignored = collect_inputs([tmp_path / "z.png", tmp_path / "d"], "", False)
     assert found == [
-        InputFile(tmp_path / "z.png", "", True),
-        InputFile(tmp_path / "d" / "1.jpg", "", False),
-        InputFile(tmp_path / "d" / "2.jpg", "", False),
+        InputFile(tmp_path / "z.png", ""),
+        InputFile(tmp_path / "d" / "1.jpg", ""),
+        InputFile(tmp_path / "d" / "2.jpg", ""),
     ]
     assert ignored == 1
 

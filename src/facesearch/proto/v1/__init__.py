@@ -1,0 +1,1 @@
+"""Package facesearch.v1. Generated from protos/ by scripts/gen-protos; do not edit."""

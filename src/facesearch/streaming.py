@@ -30,8 +30,10 @@ from kafka.errors import (  # type: ignore[import-untyped]
     RebalanceInProgressError,
 )
 from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+from prometheus_client import CollectorRegistry
 
 from facesearch.errors import ConfigError, FaceSearchError, ModelError, StoreError
+from facesearch.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class StreamWorker:
         pause_s: float = 5.0,
         batch: int = 100,
         poll_timeout_ms: int = 500,
+        metrics: StreamMetrics | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.input_topic = input_topic
@@ -106,6 +109,8 @@ class StreamWorker:
         self.pause_s = pause_s
         self.batch = batch
         self.poll_timeout_ms = poll_timeout_ms
+        # A service passes the metrics of its default registry; elsewhere they go unexported.
+        self.metrics = metrics or StreamMetrics(CollectorRegistry())
         self.consumed = 0  # records done: processed or dead-lettered
         self.produced = 0  # outputs acknowledged by the broker
         self.dead_lettered = 0
@@ -163,12 +168,15 @@ class StreamWorker:
         for record in records:
             if self._stopping:
                 return
-            if not self._process(producer, record):
+            with self.metrics.processing_seconds.labels(self.input_topic).time():
+                done = self._process(producer, record)
+            if not done:
                 if not self._stopping:
                     self._pause(consumer, partition, record.offset)
                 return
             self._done[partition] = record.offset + 1
             self.consumed += 1
+            self.metrics.consumed.labels(self.input_topic).inc()
 
     def _process(self, producer: Any, record: Any) -> bool:
         """Handle one record and send what it yields; False when it is still to be done."""
@@ -188,6 +196,7 @@ class StreamWorker:
             )
             self._sent.append(future)
             self.dead_lettered += 1
+            self.metrics.dead_lettered.labels(self.input_topic, exc.code).inc()
             return True
         for key, value in outputs:
             self._sent.append(producer.send(self.output_topic, value=value, key=key))
@@ -209,6 +218,7 @@ class StreamWorker:
                     raise
                 attempt += 1
                 self.retries += 1
+                self.metrics.retries.labels(self.input_topic).inc()
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep in short slices; False as soon as ``stop()`` was called."""
@@ -228,6 +238,7 @@ class StreamWorker:
         consumer.seek(partition, offset)
         self._paused[partition] = time.monotonic() + self.pause_s
         self.pauses += 1
+        self.metrics.pauses.labels(self.input_topic).inc()
 
     def _resume_due(self, consumer: Any) -> None:
         now = time.monotonic()
@@ -249,6 +260,7 @@ class StreamWorker:
                 metadata = future.get(timeout=0)
                 if metadata.topic == self.output_topic:
                     self.produced += 1
+                    self.metrics.produced.labels(self.output_topic).inc()
         except KafkaError as exc:
             raise DeliveryError(f"the broker did not acknowledge an output: {exc}") from exc
         done, self._done = self._done, {}

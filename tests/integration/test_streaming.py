@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
 
 from facesearch.broker import Broker, free_port, jars_ready
 from facesearch.errors import BadImageError
+from facesearch.metrics import StreamMetrics
 from facesearch.streaming import Message, StreamWorker, TransientError, dlq_topic
 
 DEADLINE_S = 20.0
@@ -166,11 +168,20 @@ def test_every_message_is_transformed_in_order_and_committed(
 ) -> None:
     sent = numbered(0, 50)
     produce(broker, topics[0], sent)
-    with running(worker(broker, topics, transform)) as w:
+    registry = CollectorRegistry()
+    with running(worker(broker, topics, transform, metrics=StreamMetrics(registry))) as w:
         out = read(broker, topics[1], 50)
     assert values_by_key(out) == values_by_key_of(transform_all(sent))
     assert (w.consumed, w.produced, w.dead_lettered, w.retries) == (50, 50, 0, 0)
     assert committed(broker, w.group_id, topics[0]) == end_offsets(broker, topics[0])
+    exported = {
+        "facesearch_messages_consumed_total": {"topic": topics[0]},
+        "facesearch_messages_produced_total": {"topic": topics[1]},
+        "facesearch_processing_seconds_count": {"topic": topics[0]},
+    }
+    assert {name: registry.get_sample_value(name, labels) for name, labels in exported.items()} == {
+        name: 50.0 for name in exported
+    }
 
 
 def refuse_bad(key: bytes | None, value: bytes) -> list[Message]:

@@ -1,13 +1,18 @@
-"""Which handler errors dead-letter a message and which end the worker (no broker needed: the
-producer is a stand-in that records sends; the loop itself is tested on a real broker)."""
+"""Which handler errors dead-letter a message and which end the worker, and what the metrics
+record of it (no broker needed: the producer is a stand-in that records sends; the loop itself
+is tested on a real broker in tests/integration/test_streaming.py)."""
 
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ModelError, StoreError
+from facesearch.metrics import StreamMetrics
 from facesearch.streaming import Message, StreamWorker
+
+RECORD = SimpleNamespace(topic="in", partition=0, offset=7, key=b"k", value=b"v")
 
 
 class RecordingProducer:
@@ -19,19 +24,17 @@ class RecordingProducer:
         return object()
 
 
-def worker_raising(error: FaceSearchError) -> StreamWorker:
+def worker_raising(error: FaceSearchError, registry: CollectorRegistry) -> StreamWorker:
     def handler(key: bytes | None, value: bytes) -> list[Message]:
         raise error
 
-    return StreamWorker("127.0.0.1:1", "in", "group", "out", handler)
+    metrics = StreamMetrics(registry)
+    return StreamWorker("127.0.0.1:1", "in", "group", "out", handler, metrics=metrics)
 
 
-RECORD = SimpleNamespace(topic="in", partition=0, offset=7, key=b"k", value=b"v")
-
-
-def test_a_bad_message_goes_to_the_dead_letter_topic() -> None:
-    producer = RecordingProducer()
-    worker = worker_raising(BadImageError("not an image"))
+def test_a_bad_message_goes_to_the_dead_letter_topic_and_is_counted() -> None:
+    producer, registry = RecordingProducer(), CollectorRegistry()
+    worker = worker_raising(BadImageError("not an image"), registry)
 
     assert worker._process(producer, RECORD) is True
 
@@ -40,15 +43,35 @@ def test_a_bad_message_goes_to_the_dead_letter_topic() -> None:
     assert (sent["key"], sent["value"]) == (b"k", b"v")
     assert dict(sent["headers"])["reason"] == b"bad_image: not an image"
     assert worker.dead_lettered == 1
+    labels = {"topic": "in", "reason": "bad_image"}
+    assert registry.get_sample_value("facesearch_messages_dead_lettered_total", labels) == 1.0
 
 
 @pytest.mark.parametrize("error", [StoreError("down"), ConfigError("unset"), ModelError("gone")])
 def test_a_fault_of_the_service_is_raised_not_dead_lettered(error: FaceSearchError) -> None:
-    producer = RecordingProducer()
-    worker = worker_raising(error)
+    producer, registry = RecordingProducer(), CollectorRegistry()
+    worker = worker_raising(error, registry)
 
     with pytest.raises(type(error)):
         worker._process(producer, RECORD)
 
     assert producer.sent == []
     assert worker.dead_lettered == 0
+    assert registry.get_sample_value("facesearch_messages_dead_lettered_total", {}) is None
+
+
+def test_every_metric_is_named_for_facesearch_and_explained() -> None:
+    registry = CollectorRegistry()
+    StreamMetrics(registry)
+
+    families = list(registry.collect())
+
+    assert {f.name for f in families} == {
+        "facesearch_messages_consumed",
+        "facesearch_messages_produced",
+        "facesearch_messages_dead_lettered",
+        "facesearch_handler_retries",
+        "facesearch_partition_pauses",
+        "facesearch_processing_seconds",
+    }
+    assert all(f.documentation.endswith(".") and len(f.documentation) > 20 for f in families)

@@ -29,6 +29,12 @@ class UnsupportedTypeError(FaceSearchError):
     code = "unsupported_type"
 
 
+class BadMessageError(FaceSearchError):
+    """A pipeline event that cannot be decoded or breaks the schema's rules."""
+
+    code = "bad_message"
+
+
 class NoFaceError(FaceSearchError):
     """A query image contains no face."""
 

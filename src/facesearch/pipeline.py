@@ -43,18 +43,20 @@ def analyze_decoded(
     return AnalyzedImage(image_id, bgr.shape[1], bgr.shape[0], faces)
 
 
+def image_record(
+    image_id: str, meta: ImageMeta, faces: int, model_id: str, width: int, height: int
+) -> ImageRecord:
+    """An image's record, stamped with the time it is stored."""
+    ingested_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return ImageRecord(image_id, meta, faces, model_id, width, height, ingested_at)
+
+
 def to_records(
     analyzed: AnalyzedImage, vectors: np.ndarray, meta: ImageMeta, model_id: str
 ) -> tuple[ImageRecord, list[FaceRecord]]:
     """The image record and one face record per detected face, ready for the store."""
-    image = ImageRecord(
-        image_id=analyzed.image_id,
-        meta=meta,
-        faces=len(analyzed.faces),
-        model=model_id,
-        width=analyzed.width,
-        height=analyzed.height,
-        ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    image = image_record(
+        analyzed.image_id, meta, len(analyzed.faces), model_id, analyzed.width, analyzed.height
     )
     faces = [
         FaceRecord(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from facesearch.errors import StoreError
 from facesearch.ids import face_point_id, image_point_id
@@ -36,10 +37,15 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 def _locked(method: T) -> T:
+    """Serialise the call, and turn Qdrant's own failures into a ``StoreError``."""
+
     @functools.wraps(method)
     def wrapper(self: "QdrantFaceStore", *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except (ResponseHandlingException, UnexpectedResponse) as exc:
+                raise StoreError(f"Qdrant at {self.location} failed: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
 

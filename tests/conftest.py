@@ -20,6 +20,8 @@ def face_data() -> Path:
     """The shared labelled face photos (../shared/data/faces, or $FACESEARCH_TEST_DATA)."""
     path = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
     if not path.is_dir():
+        # The photos live beside the repository, never in it (their README asks for a skip with
+        # a clear reason, so the test command still passes on a machine without them).
         pytest.skip(
             f"face data folder {path} is absent (set FACESEARCH_TEST_DATA to run this test)"
         )

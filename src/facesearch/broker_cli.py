@@ -4,7 +4,6 @@ development broker of ``facesearch.broker``. Wiring only."""
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -16,28 +15,16 @@ from facesearch.broker import (
     jars_dir,
     jars_ready,
 )
-from facesearch.errors import FaceSearchError
+from facesearch.cli_group import ReportingGroup
 from facesearch.settings import DEFAULT_HOME
 
 PROG = "python -m facesearch.broker"
-EXIT_ERROR = 1
 EXIT_NOT_RUNNING = 3  # as an LSB init script's status
 
 
 def default_data_dir() -> Path:
     home = os.environ.get("FACESEARCH_HOME", "").strip() or str(DEFAULT_HOME)
     return Path(home).expanduser() / "kafka"
-
-
-class _Cli(click.Group):
-    """Turns facesearch's own errors into a message on stderr and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FaceSearchError as exc:
-            click.echo(f"{PROG}: error: {exc}", err=True)
-            ctx.exit(EXIT_ERROR)
 
 
 data_dir_option = click.option(
@@ -50,7 +37,7 @@ data_dir_option = click.option(
 
 
 @click.group(
-    cls=_Cli,
+    cls=ReportingGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="The jars live in ~/.cache/facesearch/kafka/<version>/libs, or in "
     "$FACESEARCH_KAFKA_HOME/libs. Java 17+ runs the broker (JAVA_HOME, else java on PATH); "

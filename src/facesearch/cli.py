@@ -5,20 +5,19 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import click
 
 from facesearch import __version__, output
 from facesearch.calibration import LFW_THRESHOLD
 from facesearch.cli_common import (
-    EXIT_ERROR,
     EXIT_PARTIAL,
     data_dir_option,
     json_option,
     opened,
     run_index,
 )
+from facesearch.cli_group import ReportingGroup
 from facesearch.cli_tools import compare, demo, demo_photos, eval_group
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id
@@ -29,22 +28,8 @@ from facesearch.settings import CoreSettings
 __all__ = ["cli", "demo_photos", "main"]
 
 
-class _Cli(click.Group):
-    """Turns facesearch's own errors into one line on stderr and a non-zero exit status."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FaceSearchError as exc:
-            click.echo(f"facesearch: error: {exc}", err=True)
-            ctx.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            click.echo("facesearch: interrupted", err=True)
-            ctx.exit(130)
-
-
 @click.group(
-    cls=_Cli,
+    cls=ReportingGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Exit status: 0 done; 1 error; 2 bad usage; 3 done, but some inputs were skipped.\n\n"
     "Settings come from FACESEARCH_* variables (see the README). The bundled models are "

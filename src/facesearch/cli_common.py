@@ -16,7 +16,6 @@ from facesearch.models import FaceModels
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
-EXIT_ERROR = 1
 EXIT_PARTIAL = 3  # the run finished but some inputs were skipped
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,10 +16,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def face_data() -> Path:
-    """The shared labelled face photos (../shared/data/faces, or $FACESEARCH_TEST_DATA)."""
+def face_data_if_present() -> Path | None:
+    """The shared labelled face photos (../shared/data/faces, or $FACESEARCH_TEST_DATA), or
+    None on a machine without them."""
     path = Path(os.environ.get("FACESEARCH_TEST_DATA", ROOT.parent / "shared" / "data" / "faces"))
-    if not path.is_dir():
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def face_data(face_data_if_present: Path | None) -> Path:
+    """The shared labelled face photos; tests that need them skip without them."""
+    path = face_data_if_present or ROOT.parent / "shared" / "data" / "faces"
+    if face_data_if_present is None:
         # The photos live beside the repository, never in it (their README asks for a skip with
         # a clear reason, so the test command still passes on a machine without them).
         pytest.skip(

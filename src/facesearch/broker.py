@@ -269,6 +269,10 @@ class Broker:
             "group.initial.rebalance.delay.ms": "0",  # groups start at once, not after 3 s
             "num.network.threads": "2",
             "num.io.threads": "4",
+            # Images travel inline in the events, up to the core's 50 MiB limit (the services'
+            # producers and consumers allow as much: streaming.MAX_MESSAGE_BYTES).
+            "message.max.bytes": "67108864",
+            "replica.fetch.max.bytes": "67108864",
         }
 
     def write_config(self) -> None:

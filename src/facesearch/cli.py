@@ -12,17 +12,19 @@ from facesearch import __version__, output
 from facesearch.calibration import LFW_THRESHOLD
 from facesearch.cli_common import (
     EXIT_PARTIAL,
+    backend,
     data_dir_option,
+    gateway_option,
     json_option,
-    opened,
     run_index,
+    wait_timeout_option,
 )
 from facesearch.cli_group import ReportingGroup
+from facesearch.cli_stack import stack
 from facesearch.cli_tools import compare, demo, demo_photos, eval_group
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id
 from facesearch.records import Filters, Selector
-from facesearch.searching import search_image
 from facesearch.settings import CoreSettings
 
 __all__ = ["cli", "demo_photos", "main"]
@@ -55,6 +57,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--source-url", default="", help="Record this URL as where the images came from.")
 @click.option("--collection", default="default", show_default=True, help="Gallery to index into.")
 @data_dir_option
+@gateway_option
+@wait_timeout_option
 @json_option
 @click.pass_obj
 def index(
@@ -65,6 +69,8 @@ def index(
     source_url: str,
     collection: str,
     data_dir: Path | None,
+    gateway: str | None,
+    wait_timeout: float,
     as_json: bool,
 ) -> None:
     """Index every face in PATHS (image files, or folders searched recursively).
@@ -72,16 +78,18 @@ def index(
     Reads JPEG, PNG, WebP, BMP, TIFF (and the first frame of a GIF), honouring EXIF
     orientation. Indexing the same bytes again adds nothing. Files that cannot be read are
     skipped with their reason; the others are indexed and the exit status is 3.
+
+    With --gateway the files are sent to the gateway, then the command waits (--wait-timeout)
+    until its pipeline has indexed each, or failed it with a reason.
     """
     if label and label_from_dir:
         raise click.UsageError("give --label or --label-from-dir, not both")
-    summary = run_index(
-        settings.with_home(data_dir), list(paths), label, label_from_dir, source_url, collection
-    )
+    with backend(settings, data_dir, gateway, wait_timeout) as work:
+        summary = run_index(work, list(paths), label, label_from_dir, source_url, collection)
     if as_json:
         output.emit_json(output.summary_json(summary))
     else:
-        output.print_summary(summary)
+        output.print_summary(summary, summary.queued)
     if summary.failed:
         sys.exit(EXIT_PARTIAL)
 
@@ -100,25 +108,27 @@ def read_query(path: Path) -> bytes:
 )
 @click.option(
     "--threshold",
-    default=LFW_THRESHOLD,
-    show_default=True,
+    default=None,
     type=click.FloatRange(-1.0, 1.0),
     help="Lowest cosine similarity to report. The default is the same-person threshold "
-    "calibrated on LFW; 0 or below shows the nearest faces whatever their score.",
+    f"calibrated on LFW ({LFW_THRESHOLD}; a gateway applies its own calibrated one); 0 or "
+    "below shows the nearest faces whatever their score.",
 )
 @click.option("--label", default="", help="Only faces with this label.")
 @click.option("--collection", default="", help="Only faces in this gallery.")
 @data_dir_option
+@gateway_option
 @json_option
 @click.pass_obj
 def search(
     settings: CoreSettings,
     image: Path,
     top_k: int,
-    threshold: float,
+    threshold: float | None,
     label: str,
     collection: str,
     data_dir: Path | None,
+    gateway: str | None,
     as_json: bool,
 ) -> None:
     """Find where the faces in IMAGE appear among the indexed ones ("-" reads standard input).
@@ -127,25 +137,22 @@ def search(
     identical), label, box and the file or URL it came from.
     """
     data = read_query(image)
-    with opened(settings.with_home(data_dir)) as (models, store):
+    with backend(settings, data_dir, gateway) as work:
         try:
-            faces = search_image(
-                data, models, store, settings, top_k, threshold, Filters(label, "", collection)
-            )
+            found = work.search(data, top_k, threshold, Filters(label, "", collection))
         except NoFaceError as exc:
             raise NoFaceError(f"no face found in {image}") from exc
-        model_id = models.model_id
     if as_json:
         output.emit_json(
             {
                 "query": str(image),
-                "model": model_id,
-                "threshold": threshold,
-                "faces": [output.query_face_json(f) for f in faces],
+                "model": found.model,
+                "threshold": found.threshold,
+                "faces": [output.query_face_json(f) for f in found.faces],
             }
         )
     else:
-        output.print_search(str(image), faces, threshold)
+        output.print_search(str(image), found.faces, found.threshold)
 
 
 @cli.command()
@@ -155,6 +162,7 @@ def search(
 @click.option("--label", default="", help="Every face with this label.")
 @click.option("--source-url", default="", help="Every face indexed from this URL (or file path).")
 @data_dir_option
+@gateway_option
 @json_option
 @click.pass_obj
 def delete(
@@ -163,6 +171,7 @@ def delete(
     label: str,
     source_url: str,
     data_dir: Path | None,
+    gateway: str | None,
     as_json: bool,
 ) -> None:
     """Delete faces from the index: those of one image, of a label, or of a source."""
@@ -171,8 +180,8 @@ def delete(
     selector = Selector(
         image_id=resolve_image(image) if image else "", label=label, source_uri=source_url
     )
-    with opened(settings.with_home(data_dir)) as (_, store):
-        images, faces = store.delete(selector)
+    with backend(settings, data_dir, gateway) as work:
+        images, faces = work.delete(selector)
     if as_json:
         output.emit_json({"images": images, "faces": faces})
     else:
@@ -190,19 +199,22 @@ def resolve_image(text: str) -> str:
 
 @cli.command()
 @data_dir_option
+@gateway_option
 @json_option
 @click.pass_obj
-def stats(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None:
+def stats(
+    settings: CoreSettings, data_dir: Path | None, gateway: str | None, as_json: bool
+) -> None:
     """How much is indexed: images, faces, labels, the model and where the data lives."""
-    with opened(settings.with_home(data_dir)) as (_, store):
-        result = store.stats()
+    with backend(settings, data_dir, gateway) as work:
+        result = work.stats()
     if as_json:
         output.emit_json(asdict(result))
     else:
         output.print_stats(result)
 
 
-for command in (compare, demo, eval_group):
+for command in (compare, demo, eval_group, stack):
     cli.add_command(command)
 
 

@@ -1,18 +1,23 @@
-"""What the facesearch commands share: options, opening the models and the index, and an
-indexing run with its progress bar."""
+"""What the facesearch commands share: options, the backend that does the work (the embedded
+index, or a gateway with --gateway) and an indexing run with its progress bar."""
 
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 from tqdm import tqdm
 
-from facesearch.indexing import Indexer, Outcome, Summary, collect_inputs
+from facesearch.calibration import LFW_THRESHOLD
+from facesearch.client import Found, GatewayClient, GatewayIndexer
+from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
+from facesearch.records import Filters, Selector, StoreStats
+from facesearch.searching import search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
@@ -26,7 +31,30 @@ def data_dir_option(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         help="Folder that holds the index (default: $FACESEARCH_HOME, else "
-        "~/.local/share/facesearch). Ignored for storage when QDRANT_URL is set.",
+        "~/.local/share/facesearch). Ignored for storage when QDRANT_URL is set; "
+        "meaningless with --gateway (the gateway's services hold the index).",
+    )(func)
+
+
+def gateway_option(func: F) -> F:
+    return click.option(
+        "--gateway",
+        metavar="HOST:PORT",
+        envvar="FACESEARCH_GATEWAY",
+        default=None,
+        help="Do the work through a facesearch gateway (e.g. one started by `facesearch stack "
+        "up`, 127.0.0.1:50051) instead of the embedded index. Default: $FACESEARCH_GATEWAY.",
+    )(func)
+
+
+def wait_timeout_option(func: F) -> F:
+    return click.option(
+        "--wait-timeout",
+        default=300.0,
+        show_default=True,
+        type=click.FloatRange(min=0.0),
+        help="With --gateway: seconds to wait for the pipeline to index the accepted images; "
+        "those still queued then are reported as skipped. 0 reports them queued, unwaited.",
     )(func)
 
 
@@ -34,6 +62,84 @@ def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object instead of text."
     )(func)
+
+
+OnOutcome = Callable[[Outcome], None]
+
+
+class Backend(Protocol):
+    """What the commands do with an index, embedded or through a gateway."""
+
+    def index(
+        self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
+    ) -> None: ...
+
+    def search(
+        self, data: bytes, top_k: int, threshold: float | None, filters: Filters
+    ) -> Found: ...
+
+    def delete(self, selector: Selector) -> tuple[int, int]: ...
+
+    def stats(self) -> StoreStats: ...
+
+
+class EmbeddedBackend:
+    """The models and the Qdrant index in this process."""
+
+    def __init__(self, settings: CoreSettings, models: FaceModels, store: QdrantFaceStore) -> None:
+        self.settings = settings
+        self.models = models
+        self.store = store
+
+    def index(
+        self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
+    ) -> None:
+        indexer = Indexer(self.models, self.store, self.settings, source_url, collection)
+        indexer.run(inputs, on_outcome)
+
+    def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
+        threshold = LFW_THRESHOLD if threshold is None else threshold
+        faces = search_image(
+            data, self.models, self.store, self.settings, top_k, threshold, filters
+        )
+        return Found(faces, self.models.model_id, threshold)
+
+    def delete(self, selector: Selector) -> tuple[int, int]:
+        return self.store.delete(selector)
+
+    def stats(self) -> StoreStats:
+        return self.store.stats()
+
+
+class GatewayBackend:
+    """A facesearch gateway: indexing is asynchronous there, so ``index`` waits for it."""
+
+    def __init__(self, client: GatewayClient, max_bytes: int, wait_timeout_s: float) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+        self.wait_timeout_s = wait_timeout_s
+
+    def index(
+        self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
+    ) -> None:
+        indexer = GatewayIndexer(
+            self.client, self.max_bytes, source_url, collection, self.wait_timeout_s
+        )
+        indexer.run(inputs, on_outcome)
+
+    def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
+        return self.client.search(data, top_k, threshold, filters)
+
+    def delete(self, selector: Selector) -> tuple[int, int]:
+        return self.client.delete(selector)
+
+    def stats(self) -> StoreStats:
+        return self.client.stats()
+
+
+def check_gateway(gateway: str | None, data_dir: Path | None) -> None:
+    if gateway and data_dir is not None:
+        raise click.UsageError("--data-dir is for the embedded index; leave it out with --gateway")
 
 
 @contextmanager
@@ -48,34 +154,64 @@ def opened(settings: CoreSettings) -> Iterator[tuple[FaceModels, QdrantFaceStore
         store.close()
 
 
-def run_index(
+@contextmanager
+def backend(
     settings: CoreSettings,
+    data_dir: Path | None,
+    gateway: str | None,
+    wait_timeout_s: float = 300.0,
+) -> Iterator[Backend]:
+    """The gateway at ``gateway`` if one is given, else the embedded index (in ``data_dir``)."""
+    check_gateway(gateway, data_dir)
+    if gateway:
+        with GatewayClient(gateway) as client:
+            yield GatewayBackend(client, settings.limits.max_bytes, wait_timeout_s)
+        return
+    home = settings.with_home(data_dir)
+    with opened(home) as (models, store):
+        yield EmbeddedBackend(home, models, store)
+
+
+@dataclass
+class IndexReport(Summary):
+    """An indexing run's summary, plus the images a gateway accepted that were not waited for
+    (--wait-timeout 0)."""
+
+    queued: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == "queued":
+            self.images += 1
+            self.queued += 1
+        else:
+            super().add(outcome)
+
+
+def run_index(
+    work: Backend,
     paths: list[Path],
     label: str = "",
     label_from_dir: bool = False,
     source_url: str = "",
     collection: str = "default",
     show_progress: bool = True,
-) -> Summary:
+) -> IndexReport:
     inputs, ignored = collect_inputs(paths, label, label_from_dir)
-    summary = Summary(ignored=ignored)
+    report = IndexReport(ignored=ignored)
     start = time.perf_counter()
-    with (
-        opened(settings) as (models, store),
-        tqdm(
-            total=len(inputs),
-            unit="img",
-            desc="indexing",
-            disable=None if show_progress else True,  # None: shown on a terminal only
-            file=sys.stderr,
-        ) as bar,
-    ):
+    with tqdm(
+        total=len(inputs),
+        unit="img",
+        desc="indexing",
+        disable=None if show_progress else True,  # None: shown on a terminal only
+        file=sys.stderr,
+    ) as bar:
 
         def record(outcome: Outcome) -> None:
-            summary.add(outcome)
+            report.add(outcome)
             bar.update(1)
-            bar.set_postfix(faces=summary.faces_indexed, skipped=len(summary.failed), refresh=False)
+            bar.set_postfix(faces=report.faces_indexed, skipped=len(report.failed), refresh=False)
 
-        Indexer(models, store, settings, source_url, collection).run(inputs, record)
-    summary.seconds = time.perf_counter() - start
-    return summary
+        work.index(inputs, source_url, collection, record)
+    report.seconds = time.perf_counter() - start
+    return report

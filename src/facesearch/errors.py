@@ -57,3 +57,9 @@ class StoreError(FaceSearchError):
     """The face store refused an operation (locked, incompatible model, unreachable)."""
 
     code = "store"
+
+
+class NotFoundError(FaceSearchError):
+    """What was asked for does not exist (an image id never indexed, a file that is not there)."""
+
+    code = "not_found"

@@ -1,18 +1,26 @@
 """The services' work as Kafka handlers: the bytes of one event in, the next event's bytes out
-(see ``streaming.StreamWorker``). Each wraps the same core functions the embedded CLI calls;
-none holds any Kafka code. A bad event raises a ``FaceSearchError`` (dead-lettered), a store
+(see ``streaming.StreamWorker``); the embedder's takes a micro-batch of events, to embed all
+their crops in one model call. Each wraps the same core functions the embedded CLI calls;
+none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
+
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
 
 from facesearch import codec
 from facesearch.errors import BadMessageError, StoreError, UnsupportedTypeError
 from facesearch.faces import embed_faces
 from facesearch.ids import image_id
+from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels, file_model_id
-from facesearch.pipeline import analyze
+from facesearch.pipeline import AnalyzedImage, analyze
 from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.streaming import Handler, Message, TransientError
+from facesearch.streaming import BatchHandler, Handler, Message, Outcome, TransientError
+
+Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
 
 def detector_handler(models: FaceModels, settings: CoreSettings) -> Handler:
@@ -32,16 +40,54 @@ def detector_handler(models: FaceModels, settings: CoreSettings) -> Handler:
     return handle
 
 
-def embedder_handler(models: FaceModels) -> Handler:
-    """FacesEvent -> EmbeddingsEvent: one L2-normalised vector per aligned crop."""
+def embedder_batch_handler(
+    models: FaceModels, *, metrics: WorkMetrics | None = None
+) -> BatchHandler:
+    """FacesEvents -> EmbeddingsEvents: one L2-normalised vector per aligned crop, the crops
+    of every valid event of the batch in one model call. An event that does not parse is
+    refused alone (its ``BadMessageError`` is its outcome); the others go on."""
 
-    def handle(key: bytes | None, value: bytes) -> list[Message]:
-        event = codec.parse(events_pb2.FacesEvent, value)
-        vectors = embed_faces(models, codec.analyzed_from_event(event).faces)
-        out = codec.embeddings_event(event, vectors, models.model_id)
-        return [(event.image_id.encode(), out.SerializeToString())]
+    def handle(messages: list[Message]) -> list[Outcome]:
+        parsed = [_parse_faces(value) for _, value in messages]
+        valid = [item for item in parsed if not isinstance(item, BadMessageError)]
+        faces = [face for _, image in valid for face in image.faces]
+        with _timed(metrics if faces else None):  # no face, no model call: nothing to time
+            vectors = embed_faces(models, faces)
+        return _split(parsed, vectors, models.model_id)
 
     return handle
+
+
+def _parse_faces(value: bytes) -> Parsed | BadMessageError:
+    try:
+        event = codec.parse(events_pb2.FacesEvent, value)
+        return event, codec.analyzed_from_event(event)
+    except BadMessageError as exc:
+        return exc
+
+
+def _timed(metrics: WorkMetrics | None) -> AbstractContextManager[object]:
+    if metrics is None:
+        return nullcontext()
+    return metrics.inference_seconds.labels("embed").time()
+
+
+def _split(
+    parsed: list[Parsed | BadMessageError], vectors: np.ndarray, model: str
+) -> list[Outcome]:
+    """Each event's EmbeddingsEvent from its rows of ``vectors`` (in the events' order)."""
+    outcomes: list[Outcome] = []
+    start = 0
+    for item in parsed:
+        if isinstance(item, BadMessageError):
+            outcomes.append(item)
+            continue
+        event, image = item
+        end = start + len(image.faces)
+        out = codec.embeddings_event(event, vectors[start:end], model)
+        outcomes.append([(event.image_id.encode(), out.SerializeToString())])
+        start = end
+    return outcomes
 
 
 def store_handler(store: QdrantFaceStore) -> Handler:

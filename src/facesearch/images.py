@@ -5,6 +5,8 @@ where the bytes enter, so callers only see clear reasons.
 """
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,21 @@ class ImageLimits:
 
 def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     """Return the image as an HxWx3 BGR uint8 array, EXIF orientation applied."""
+    with _opened(data, limits) as img:
+        rgb = to_rgb8(ImageOps.exif_transpose(img))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def check_image(data: bytes, limits: ImageLimits) -> None:
+    """Refuse, from the header alone, what ``decode_image`` would refuse before decoding (the
+    gateway answers at once; a corrupt body is still found later, by the detector)."""
+    with _opened(data, limits):
+        pass
+
+
+@contextmanager
+def _opened(data: bytes, limits: ImageLimits) -> Iterator[Image.Image]:
+    """The image opened lazily, within the limits; every failure as a facesearch error."""
     if not data:
         raise BadImageError("empty file")
     if len(data) > limits.max_bytes:
@@ -45,15 +62,13 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_header(img, limits)
-            oriented = ImageOps.exif_transpose(img)
-            rgb = to_rgb8(oriented)
+            yield img
     except (ImageTooLargeError, UnsupportedTypeError):
         raise
     except UnidentifiedImageError as exc:
         raise BadImageError("not an image, or a format facesearch does not read") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise BadImageError(f"corrupt or truncated image: {exc}") from exc
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _check_header(img: Image.Image, limits: ImageLimits) -> None:

@@ -5,7 +5,7 @@ dashboards and alert rules in deploy/ can be written against this file alone. Ea
 takes a registry: the process-wide default in a service, a fresh one in a test.
 """
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 # Seconds: from a few milliseconds (a small photo) to a minute (a stuck dependency).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -45,10 +45,74 @@ class StreamMetrics:
             ["topic"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "facesearch_consumer_lag",
+            "Records in a partition not yet consumed by this consumer, by topic and partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "facesearch_batch_size",
+            "Records handled together in one step (the embedder's micro-batches), by input topic.",
+            ["topic"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
         self.processing_seconds = Histogram(
             "facesearch_processing_seconds",
-            "Time to handle one record, retries included.",
+            "Time to handle one batch of records (one record unless batched), retries included.",
             ["topic"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class RpcMetrics:
+    """Every gRPC server: requests by method and status code, and their latency."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.requests = Counter(
+            "facesearch_grpc_requests_total",
+            "gRPC requests handled, by full method name and status code (OK, INVALID_ARGUMENT...).",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "facesearch_grpc_request_seconds",
+            "Time to handle one gRPC request, by full method name.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class WorkMetrics:
+    """What the pipeline's stages do with what they consume."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.faces_per_image = Histogram(
+            "facesearch_faces_per_image",
+            "Faces found in one image by the detector.",
+            buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100),
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "facesearch_inference_seconds",
+            "Time in one model call, by stage (detect, embed).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.qdrant_seconds = Histogram(
+            "facesearch_qdrant_seconds",
+            "Time of one Qdrant operation, by operation (upsert, query, delete, stats, get).",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.images_submitted = Counter(
+            "facesearch_images_submitted_total",
+            "Images the gateway accepted (queued) or refused, by outcome.",
+            ["outcome"],
             registry=registry,
         )

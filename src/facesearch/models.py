@@ -100,6 +100,20 @@ def file_model_id(path: Path) -> str:
     return f"{path.stem}-{digest[:8]}"
 
 
+def recognizer_identity(settings: ModelSettings) -> tuple[str, int]:
+    """The embedding model's id and vector size, for a process that stores vectors but does
+    not compute them (the search service): reads the ONNX graph, runs nothing."""
+    path = locate_models(settings).recognizer
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises many unrelated types
+        raise ModelError(f"cannot read model {path}: {exc}") from exc
+    dim = session.get_outputs()[0].shape[-1]
+    if not isinstance(dim, int):
+        raise ModelError(f"{path} does not declare its embedding size")
+    return file_model_id(path), dim
+
+
 class FaceModels:
     """SCRFD detection and ArcFace embedding on ONNX Runtime, loaded once."""
 

@@ -69,7 +69,8 @@ def summary_json(summary: Summary) -> dict[str, Any]:
     return data
 
 
-def print_summary(summary: Summary) -> None:
+def print_summary(summary: Summary, queued: int = 0) -> None:
+    """``queued``: images a gateway accepted that the run did not wait for."""
     rate = summary.images / summary.seconds if summary.seconds else 0.0
     click.echo(
         f"{summary.images} images in {summary.seconds:.1f} s ({rate:.1f}/s): "
@@ -80,6 +81,8 @@ def print_summary(summary: Summary) -> None:
     if summary.failed:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(summary.failure_reasons().items()))
         click.echo(f"skipped: {reasons} (each listed on stderr)")
+    if queued:
+        click.echo(f"{queued} images queued at the gateway, not waited for (see --wait-timeout)")
     if summary.ignored:
         click.echo(f"{summary.ignored} files in the folders were not images and were ignored")
     for outcome in summary.failed:

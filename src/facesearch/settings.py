@@ -34,30 +34,30 @@ class ModelSettings:
 class CoreSettings:
     home: Path = DEFAULT_HOME
     qdrant_url: str = ""
+    qdrant_dir: Path | None = None  # QDRANT_PATH; unset means <home>/qdrant
     models: ModelSettings = field(default_factory=ModelSettings)
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_faces_per_image: int = 100
 
     @property
     def qdrant_path(self) -> Path:
-        return self.home / "qdrant"
+        return self.qdrant_dir or self.home / "qdrant"
 
     def with_home(self, home: Path | None) -> "CoreSettings":
-        return self if home is None else replace(self, home=home.expanduser())
+        # An explicit data folder wins over QDRANT_PATH too.
+        return self if home is None else replace(self, home=home.expanduser(), qdrant_dir=None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CoreSettings":
-        env = os.environ if env is None else env
-        reader = _EnvReader(env)
+        return cls.read(EnvReader(os.environ if env is None else env))
+
+    @classmethod
+    def read(cls, reader: "EnvReader") -> "CoreSettings":
         models = ModelSettings(
             pack=reader.text("FACESEARCH_MODEL_PACK", ""),
             detector=reader.text("FACESEARCH_DETECTOR_MODEL", ""),
             recognizer=reader.text("FACESEARCH_RECOGNIZER_MODEL", ""),
-            providers=tuple(
-                p.strip()
-                for p in reader.text("FACESEARCH_PROVIDERS", "auto").split(",")
-                if p.strip()
-            ),
+            providers=reader.names("FACESEARCH_PROVIDERS", "auto"),
             threads=reader.number("FACESEARCH_THREADS", 0, int),
             det_threshold=reader.number("FACESEARCH_DET_THRESHOLD", 0.5, float),
             det_max_side=reader.number("FACESEARCH_DET_MAX_SIDE", 640, int),
@@ -69,25 +69,45 @@ class CoreSettings:
         return cls(
             home=Path(reader.text("FACESEARCH_HOME", str(DEFAULT_HOME))).expanduser(),
             qdrant_url=reader.text("QDRANT_URL", ""),
+            qdrant_dir=reader.path("QDRANT_PATH"),
             models=models,
             limits=limits,
             max_faces_per_image=reader.number("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
         )
 
 
-class _EnvReader:
+class EnvReader:
+    """Typed reads of environment variables; ``names`` records every variable asked for, so a
+    settings class can list what it reads (the docker-compose test checks against it)."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.names_read: list[str] = []
+
+    def _raw(self, name: str) -> str:
+        self.names_read.append(name)
+        return self._env.get(name, "").strip()
 
     def text(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
+        return self._raw(name) or default
+
+    def required(self, name: str, what: str) -> str:
+        """A variable that has no sensible default: missing, it stops the service at start-up."""
+        value = self._raw(name)
+        if not value:
+            raise ConfigError(f"{name} is not set: give {what}")
+        return value
+
+    def path(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        return Path(raw).expanduser() if raw else None
 
     def names(self, name: str, default: str) -> tuple[str, ...]:
         """A comma-separated list, blanks dropped."""
         return tuple(p.strip() for p in self.text(name, default).split(",") if p.strip())
 
     def number(self, name: str, default: Any, kind: type) -> Any:
-        raw = self._env.get(name, "").strip()
+        raw = self._raw(name)
         if not raw:
             return default
         try:

@@ -22,6 +22,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from facesearch.errors import StoreError
 from facesearch.ids import face_point_id, image_point_id
 from facesearch.records import (
+    Box,
     FaceRecord,
     Filters,
     ImageRecord,
@@ -34,6 +35,7 @@ FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
 _INDEXED_FIELDS = ("image_id", "label", "source_uri", "collection")
 T = TypeVar("T", bound=Callable[..., Any])
+MAX_FACES_LISTED = 1000  # above the detector's per-image limit
 
 
 def _locked(method: T) -> T:
@@ -137,6 +139,16 @@ class QdrantFaceStore:
     def get_image(self, image_id: str) -> ImageRecord | None:
         found = self.client.retrieve(IMAGES_COLLECTION, [image_point_id(image_id)])
         return ImageRecord.from_payload(found[0].payload or {}) if found else None
+
+    @_locked
+    def get_faces(self, image_id: str) -> list[FaceRecord]:
+        """The stored faces of one image, in face_index order, without their vectors."""
+        condition = _match_all([("image_id", image_id)])
+        points, _ = self.client.scroll(
+            self.collection, scroll_filter=condition, limit=MAX_FACES_LISTED, with_vectors=False
+        )
+        faces = [_face(p.payload or {}) for p in points]
+        return sorted(faces, key=lambda face: face.face_index)
 
     @_locked
     def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None:
@@ -280,13 +292,28 @@ def _match_all(pairs: Sequence[tuple[str, str]]) -> models.Filter | None:
     return models.Filter(must=conditions) if conditions else None
 
 
-def _match(score: float, payload: dict[str, Any]) -> Match:
+def _box(payload: dict[str, Any]) -> Box:
     x1, y1, x2, y2 = (float(v) for v in payload.get("bbox", (0, 0, 0, 0)))
+    return (x1, y1, x2, y2)
+
+
+def _face(payload: dict[str, Any]) -> FaceRecord:
+    return FaceRecord(
+        payload.get("image_id", ""),
+        int(payload.get("face_index", 0)),
+        _box(payload),
+        float(payload.get("det_score", 0.0)),
+        float(payload.get("quality", 0.0)),
+        [],
+    )
+
+
+def _match(score: float, payload: dict[str, Any]) -> Match:
     return Match(
         score=float(score),
         image_id=payload.get("image_id", ""),
         face_index=int(payload.get("face_index", 0)),
-        box=(x1, y1, x2, y2),
+        box=_box(payload),
         source_uri=payload.get("source_uri", ""),
         path=payload.get("path", ""),
         label=payload.get("label", ""),

@@ -1,19 +1,22 @@
 """The one consume-process-produce loop of the services, with DESIGN's delivery guarantees.
 
-A handler is a pure function from one message to the messages it produces. ``StreamWorker``
-is the thin Kafka shell around it:
+A handler is a pure function from messages to the messages they produce: a ``Handler`` takes
+one record; a ``BatchHandler`` takes a micro-batch (the embedder embeds the crops of many
+events in one model call) and returns one outcome per record, in order. ``StreamWorker`` is
+the thin Kafka shell around either (it runs a ``Handler`` through ``batched``):
 
+- records are handled in batches of up to ``max_batch``, across partitions; the first record
+  buffered waits at most ``max_wait_s`` for the others;
 - outputs go to the output topic; offsets are committed (per partition, offset + 1) only
   after the broker acknowledged every message produced for the records up to that offset;
-- a ``FaceSearchError`` from the handler marks a poison message: it goes to
-  ``<input_topic>.dlq`` with its reason and origin in its headers, then counts as done;
-  except the errors of the service itself (``ConfigError``, ``ModelError``, ``StoreError``),
-  which are no fault of the message and end ``run`` like any other exception;
-- a ``TransientError`` is retried with exponential backoff; when the retries run out the
-  partition is paused and rewound to the failed record, and resumed ``pause_s`` later, so no
-  record is ever skipped;
-- any other exception ends ``run`` (the orchestrator restarts the process; the records not
-  committed are delivered again).
+- a ``FaceSearchError`` as a record's outcome (or raised by a ``Handler``) marks it poison:
+  it goes to ``<input_topic>.dlq`` with its reason and origin in its headers, then counts as
+  done; except the errors of the service itself (``ConfigError``, ``ModelError``,
+  ``StoreError``), which are no fault of the message and end ``run`` like any other exception;
+- a ``TransientError`` fails the whole batch, which is retried with exponential backoff; when
+  the retries run out each partition of the batch is paused, rewound to its first record in
+  the batch and resumed ``pause_s`` later, so no record is ever skipped;
+- any other exception ends ``run`` (the records not committed are delivered again).
 
 Delivery is at least once: handlers must be idempotent.
 """
@@ -23,7 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped]
+from kafka import (  # type: ignore[import-untyped]
+    ConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.errors import (  # type: ignore[import-untyped]
     CommitFailedError,
     KafkaError,
@@ -39,11 +47,16 @@ log = logging.getLogger(__name__)
 
 Message = tuple[bytes | None, bytes]
 Handler = Callable[[bytes | None, bytes], list[Message]]
+# What became of one record: its outputs, or the error that makes it poison.
+Outcome = list[Message] | FaceSearchError
+BatchHandler = Callable[[list[Message]], list[Outcome]]
 
 DLQ_SUFFIX = ".dlq"
 FLUSH_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
 SLEEP_SLICE_S = 0.05  # how often a backoff looks at the stop flag
+# Images travel inline in the events, up to the core's 50 MiB limit plus the event around it.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Faults of the service, not of the message: dead-lettering would lose good messages.
 NOT_POISON = (ConfigError, ModelError, StoreError)
 
@@ -76,12 +89,64 @@ def dead_letter_headers(record: Any, exc: FaceSearchError) -> list[tuple[str, by
     return [(name, value.encode("utf-8")) for name, value in fields.items()]
 
 
-class StreamWorker:
-    """Consume ``input_topic`` as ``group_id``, apply ``handler``, produce to ``output_topic``.
+def batched(handler: Handler) -> BatchHandler:
+    """``handler`` as a batch handler: a record's poison error becomes its outcome, while a
+    ``TransientError`` or a fault of the service propagates and fails the whole batch."""
 
-    ``run()`` loops until ``stop()``; ``stop()`` only sets a flag, so it is safe from a signal
-    handler or another thread, and ``run()`` returns within about ``poll_timeout_ms`` (or the
-    handler call in progress). The counters are plain attributes, written by ``run()`` only.
+    def outcome(key: bytes | None, value: bytes) -> Outcome:
+        try:
+            return handler(key, value)
+        except (TransientError, *NOT_POISON):
+            raise
+        except FaceSearchError as exc:
+            return exc
+
+    return lambda messages: [outcome(key, value) for key, value in messages]
+
+
+def _one_handler(handler: Handler | None, batch_handler: BatchHandler | None) -> BatchHandler:
+    if handler is not None and batch_handler is None:
+        return batched(handler)
+    if batch_handler is not None and handler is None:
+        return batch_handler
+    raise TypeError("StreamWorker takes a handler or a batch_handler, exactly one")
+
+
+def partition_of(record: Any) -> Any:
+    return TopicPartition(record.topic, record.partition)
+
+
+def first_offsets(records: list[Any]) -> dict[Any, int]:
+    """The offset of the first of ``records`` in each of their partitions."""
+    first: dict[Any, int] = {}
+    for record in records:
+        first.setdefault(partition_of(record), record.offset)
+    return first
+
+
+class _RewindRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Gives back the buffered records of the partitions a rebalance takes away."""
+
+    def __init__(self, worker: "StreamWorker", consumer: Any) -> None:
+        self.worker = worker
+        self.consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker._rewind(self.consumer, set(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
+class StreamWorker:
+    """Consume ``input_topic`` as ``group_id``, apply ``handler`` (one record at a time) or
+    ``batch_handler`` (up to ``max_batch`` records at a time), produce to ``output_topic``.
+
+    ``batch`` is the most records one poll returns; ``max_message_bytes`` the largest message
+    produced or fetched. ``run()`` loops until ``stop()``; ``stop()`` only sets a flag, so it
+    is safe from a signal handler or another thread, and ``run()`` returns within about
+    ``poll_timeout_ms`` (or the handler call in progress). The counters are plain attributes,
+    written by ``run()`` only.
     """
 
     def __init__(
@@ -90,25 +155,34 @@ class StreamWorker:
         input_topic: str,
         group_id: str,
         output_topic: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 1,
+        max_wait_s: float = 0.0,
         max_retries: int = 3,
         backoff_s: float = 0.2,
         pause_s: float = 5.0,
         batch: int = 100,
         poll_timeout_ms: int = 500,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         metrics: StreamMetrics | None = None,
     ) -> None:
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch {max_batch} must be >= 1, max_wait_s {max_wait_s} >= 0")
         self.bootstrap = bootstrap
         self.input_topic = input_topic
         self.group_id = group_id
         self.output_topic = output_topic
-        self.handler = handler
+        self.handle = _one_handler(handler, batch_handler)
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.pause_s = pause_s
         self.batch = batch
         self.poll_timeout_ms = poll_timeout_ms
+        self.max_message_bytes = max_message_bytes
         # A service passes the metrics of its default registry; elsewhere they go unexported.
         self.metrics = metrics or StreamMetrics(CollectorRegistry())
         self.consumed = 0  # records done: processed or dead-lettered
@@ -119,12 +193,14 @@ class StreamWorker:
         # A plain bool: setting it is atomic and takes no lock, unlike threading.Event.set,
         # which could deadlock in a signal handler that interrupts a wait on the same Event.
         self._stopping = False
+        self._buffer: list[tuple[float, Any]] = []  # (monotonic time polled, record)
         self._sent: list[Any] = []  # futures of the sends since the last commit
         self._done: dict[Any, int] = {}  # partition -> next offset to commit
         self._paused: dict[Any, float] = {}  # partition -> monotonic time to resume it
 
     def stop(self) -> None:
-        """Ask ``run()`` to finish the record in hand, flush, commit, close and return."""
+        """Ask ``run()`` to finish the batch in hand, flush, commit, close and return (the
+        records buffered for the next batch are not committed: they are delivered again)."""
         self._stopping = True
 
     def run(self) -> None:
@@ -135,19 +211,26 @@ class StreamWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch,
+            max_partition_fetch_bytes=self.max_message_bytes,
+            fetch_max_bytes=self.max_message_bytes,
         )
         # Know the topic's partitions before joining the group: a member that joins first is
         # given nothing, and kafka-python 3.0's rejoin after the metadata arrives was seen to
         # stall for good (assignment never delivered).
         consumer.partitions_for_topic(self.input_topic)
-        consumer.subscribe([self.input_topic])
+        consumer.subscribe([self.input_topic], listener=_RewindRevoked(self, consumer))
         try:
-            producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                max_request_size=self.max_message_bytes,
+            )
         except BaseException:
             consumer.close(autocommit=False)
             raise
         try:
             self._loop(consumer, producer)
+            self._buffer.clear()  # neither done nor committed: they are delivered again
             self._commit(consumer, producer)
         finally:
             producer.close(timeout=CLOSE_TIMEOUT_S)
@@ -156,69 +239,116 @@ class StreamWorker:
     def _loop(self, consumer: Any, producer: Any) -> None:
         while not self._stopping:
             self._resume_due(consumer)
-            polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch)
-            for partition, records in polled.items():
-                self._process_partition(consumer, producer, partition, records)
+            polled = consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=self.batch)
+            now = time.monotonic()
+            for records in polled.values():
+                self._buffer.extend((now, record) for record in records)
+            self._record_lag(consumer)
+            while self._batch_ready() and not self._stopping:
+                batch = [record for _, record in self._buffer[: self.max_batch]]
+                del self._buffer[: self.max_batch]
+                self._process_batch(consumer, producer, batch)
             self._commit(consumer, producer)
 
-    def _process_partition(
-        self, consumer: Any, producer: Any, partition: Any, records: list[Any]
-    ) -> None:
-        """Handle ``records`` in order; stop early when stopping or the partition pauses."""
-        for record in records:
-            if self._stopping:
-                return
-            with self.metrics.processing_seconds.labels(self.input_topic).time():
-                done = self._process(producer, record)
-            if not done:
-                if not self._stopping:
-                    self._pause(consumer, partition, record.offset)
-                return
-            self._done[partition] = record.offset + 1
+    def _poll_timeout_ms(self) -> int:
+        """The poll timeout, cut short so a buffered record waits no more than ``max_wait_s``."""
+        if not self._buffer:
+            return self.poll_timeout_ms
+        left = self._buffer[0][0] + self.max_wait_s - time.monotonic()
+        return max(0, min(self.poll_timeout_ms, int(left * 1000)))
+
+    def _batch_ready(self) -> bool:
+        if len(self._buffer) >= self.max_batch:
+            return True
+        return bool(self._buffer) and time.monotonic() - self._buffer[0][0] >= self.max_wait_s
+
+    def _record_lag(self, consumer: Any) -> None:
+        """Lag of each assigned partition whose end the last fetch told (none before that)."""
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is None:
+                continue
+            # Known whenever the highwater is (it comes with a fetch): no round-trip here.
+            position = consumer.position(partition, timeout_ms=0)
+            if position is not None:
+                gauge = self.metrics.consumer_lag.labels(partition.topic, str(partition.partition))
+                gauge.set(highwater - position)
+
+    def _rewind(self, consumer: Any, partitions: set[Any]) -> None:
+        """Drop the buffered records of ``partitions`` and seek each back to the first of them:
+        kafka-python keeps the position of a partition that stays assigned across a rebalance,
+        and a new owner starts from the committed offset, so they are fetched again either way."""
+        buffered = [record for _, record in self._buffer if partition_of(record) in partitions]
+        for partition, offset in first_offsets(buffered).items():
+            consumer.seek(partition, offset)
+        self._drop(partitions)
+
+    def _drop(self, partitions: set[Any]) -> None:
+        self._buffer = [(t, r) for t, r in self._buffer if partition_of(r) not in partitions]
+
+    def _process_batch(self, consumer: Any, producer: Any, batch: list[Any]) -> None:
+        """Handle ``batch`` and send what it yields, or pause its partitions when it is still
+        to be done."""
+        self.metrics.batch_size.labels(self.input_topic).observe(len(batch))
+        with self.metrics.processing_seconds.labels(self.input_topic).time():
+            outcomes = self._outcomes(batch)
+        if outcomes is None:
+            if not self._stopping:
+                self._pause_batch(consumer, batch)
+            return
+        for record, outcome in zip(batch, outcomes, strict=True):
+            self._send(producer, record, outcome)
+            self._done[partition_of(record)] = record.offset + 1
             self.consumed += 1
             self.metrics.consumed.labels(self.input_topic).inc()
 
-    def _process(self, producer: Any, record: Any) -> bool:
-        """Handle one record and send what it yields; False when it is still to be done."""
-        try:
-            outputs = self._call(record)
-        except TransientError:
-            return False
-        except NOT_POISON:
-            raise
-        except FaceSearchError as exc:
-            log.warning(
-                "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
-            )
-            headers = dead_letter_headers(record, exc)
-            future = producer.send(
-                dlq_topic(self.input_topic), value=record.value, key=record.key, headers=headers
-            )
-            self._sent.append(future)
-            self.dead_lettered += 1
-            self.metrics.dead_lettered.labels(self.input_topic, exc.code).inc()
-            return True
-        for key, value in outputs:
-            self._sent.append(producer.send(self.output_topic, value=value, key=key))
-        return True
-
-    def _call(self, record: Any) -> list[Message]:
-        """The handler's outputs, retrying a ``TransientError`` with exponential backoff; the
-        last ``TransientError`` propagates when the retries run out or the worker stops."""
+    def _outcomes(self, batch: list[Any]) -> list[Outcome] | None:
+        """The batch's outcomes, retrying a ``TransientError`` with exponential backoff; None
+        when the retries run out or the worker stops first."""
+        messages: list[Message] = [(record.key, record.value) for record in batch]
         attempt = 0
         while True:
             try:
-                return self.handler(record.key, record.value)
+                return self._attempt(messages)
             except TransientError as exc:
                 if attempt >= self.max_retries or not self._sleep(self.backoff_s * 2**attempt):
+                    first = batch[0]
                     log.warning(
-                        "%s[%d]@%d still failing after %d retries: %s",
-                        *(record.topic, record.partition, record.offset, attempt, exc),
+                        "batch of %d from %s[%d]@%d still failing after %d retries: %s",
+                        *(len(batch), first.topic, first.partition, first.offset, attempt, exc),
                     )
-                    raise
+                    return None
                 attempt += 1
                 self.retries += 1
                 self.metrics.retries.labels(self.input_topic).inc()
+
+    def _attempt(self, messages: list[Message]) -> list[Outcome]:
+        """One call of the handler; a transient or service fault as an outcome is raised, as
+        if the handler had raised it (neither is the fault of that one record)."""
+        outcomes = self.handle(messages)
+        if len(outcomes) != len(messages):
+            raise ValueError(f"the handler gave {len(outcomes)} outcomes for {len(messages)}")
+        for outcome in outcomes:
+            if isinstance(outcome, (TransientError, *NOT_POISON)):
+                raise outcome
+        return outcomes
+
+    def _send(self, producer: Any, record: Any, outcome: Outcome) -> None:
+        """Send a record's outputs, or the record itself to the dead-letter topic."""
+        if not isinstance(outcome, FaceSearchError):
+            for key, value in outcome:
+                self._sent.append(producer.send(self.output_topic, value=value, key=key))
+            return
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome
+        )
+        headers = dead_letter_headers(record, outcome)
+        future = producer.send(
+            dlq_topic(self.input_topic), value=record.value, key=record.key, headers=headers
+        )
+        self._sent.append(future)
+        self.dead_lettered += 1
+        self.metrics.dead_lettered.labels(self.input_topic, outcome.code).inc()
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep in short slices; False as soon as ``stop()`` was called."""
@@ -230,15 +360,18 @@ class StreamWorker:
             time.sleep(min(left, SLEEP_SLICE_S))
         return False
 
-    def _pause(self, consumer: Any, partition: Any, offset: int) -> None:
-        """Stop fetching ``partition`` for ``pause_s`` and rewind it to the failed record (the
-        records fetched after it are dropped and fetched again)."""
-        log.warning("pausing %s for %.1f s at offset %d", partition, self.pause_s, offset)
-        consumer.pause(partition)
-        consumer.seek(partition, offset)
-        self._paused[partition] = time.monotonic() + self.pause_s
-        self.pauses += 1
-        self.metrics.pauses.labels(self.input_topic).inc()
+    def _pause_batch(self, consumer: Any, batch: list[Any]) -> None:
+        """Pause every partition of ``batch``, rewound to its first record in it; the records
+        after those, buffered or fetched, are dropped and fetched again on resume."""
+        first = first_offsets(batch)
+        for partition, offset in first.items():
+            log.warning("pausing %s for %.1f s at offset %d", partition, self.pause_s, offset)
+            consumer.pause(partition)
+            consumer.seek(partition, offset)
+            self._paused[partition] = time.monotonic() + self.pause_s
+        self._drop(set(first))
+        self.pauses += len(first)
+        self.metrics.pauses.labels(self.input_topic).inc(len(first))
 
     def _resume_due(self, consumer: Any) -> None:
         now = time.monotonic()

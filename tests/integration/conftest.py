@@ -7,15 +7,24 @@ they need comes as a fixture."""
 
 import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 from PIL import Image
 
+from facesearch.broker import Broker, free_port, jars_ready
 from facesearch.cli import demo_photos
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
@@ -108,3 +117,201 @@ def grey_jpeg() -> Callable[[Path], Path]:
         return path
 
     return write
+
+
+class KafkaTool:
+    """What the tests do on the real broker besides running workers: make topics, produce,
+    read a topic from its start, and look at a group's committed offsets."""
+
+    DEADLINE_S = 30.0
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.bootstrap = broker.bootstrap
+
+    def new_topics(self, *names: str, partitions: int = 3) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics(
+                [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+            )
+        finally:
+            admin.close()
+
+    def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", max_request_size=64 * 1024 * 1024
+        )
+        try:
+            for key, value in messages:
+                producer.send(topic, value=value, key=key)
+            producer.flush(timeout=self.DEADLINE_S)
+        finally:
+            producer.close()
+
+    def read(
+        self, topic: str, count: int, timeout: float = DEADLINE_S, drain: bool = True
+    ) -> list[Any]:
+        """Every record of ``topic`` from the start, once at least ``count`` came and (with
+        ``drain``) all present at that moment were read, or the deadline passed. Without
+        ``drain`` for a topic still being written to, whose end keeps moving."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=64 * 1024 * 1024,
+        )
+        try:
+            found = consumer.partitions_for_topic(topic) or set()
+            parts = [TopicPartition(topic, p) for p in sorted(found)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning()
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=100).values():
+                    records.extend(batch)
+                ends = consumer.end_offsets(parts)
+                drained = not drain or all(consumer.position(p) >= ends[p] for p in parts)
+                if len(records) >= count and drained:
+                    break
+            return records
+        finally:
+            consumer.close()
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offset for each partition of ``topic`` (0 where none)."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group)
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            return {p.partition: consumer.committed(p) or 0 for p in parts}
+        finally:
+            consumer.close(autocommit=False)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            return {p.partition: offset for p, offset in consumer.end_offsets(parts).items()}
+        finally:
+            consumer.close()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaTool]:
+    """One real broker for the session, on free ports. Without Java or the jars the tests
+    fail: scripts/setup, part of the test command, provides both."""
+    if shutil.which("java") is None or not jars_ready():
+        pytest.fail("java or the Kafka jars are missing: run scripts/setup")
+    with Broker(
+        tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port()
+    ) as broker:
+        yield KafkaTool(broker)
+
+
+class ServiceProcess:
+    """One facesearch service as a real process (``python -m facesearch_services.<name>``),
+    its output in a log file, on free ports."""
+
+    READY_S = 120.0
+
+    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        prefix = f"FACESEARCH_{name.upper()}_"
+        self.env = {
+            **env,
+            prefix + "HOST": "127.0.0.1",
+            prefix + "GRPC_PORT": str(self.grpc_port),
+            prefix + "METRICS_PORT": str(self.metrics_port),
+            prefix + "DRAIN_SECONDS": "5",
+        }
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> "ServiceProcess":
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"facesearch_services.{self.name}"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_serving(self) -> "ServiceProcess":
+        from facesearch.health_probe import check
+
+        deadline = time.monotonic() + self.READY_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited {self.process.returncode}:\n{self.log_text()}")
+            if check(self.target) == "SERVING":
+                return self
+            time.sleep(0.2)
+        pytest.fail(f"{self.name} not SERVING after {self.READY_S} s:\n{self.log_text()}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as answer:
+            return str(answer.read().decode("utf-8"))
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and the exit status (the process is killed if it outlives ``timeout``)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"{self.name} outlived SIGTERM by {timeout} s:\n{self.log_text()}")
+        return self.process.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+@pytest.fixture
+def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
+    """The environment of this test's services: the session's broker, this test's own topics
+    and consumer groups, its own index folder."""
+    base = f"t{uuid.uuid4().hex[:10]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    env.update(
+        {
+            "FACESEARCH_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "FACESEARCH_HOME": str(home),
+            "FACESEARCH_TOPIC_IMAGES": f"{base}.images",
+            "FACESEARCH_TOPIC_FACES": f"{base}.faces",
+            "FACESEARCH_TOPIC_EMBEDDINGS": f"{base}.embeddings",
+        }
+    )
+    for name in ("detector", "embedder", "search"):
+        env[f"FACESEARCH_{name.upper()}_GROUP"] = f"{base}-{name}"
+    topics = [env[f"FACESEARCH_TOPIC_{t}"] for t in ("IMAGES", "FACES", "EMBEDDINGS")]
+    kafka.new_topics(*topics, *(t + ".dlq" for t in topics))
+    return env
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start a service with an environment and wait until it is SERVING; every service
+    started is stopped at the end of the test."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, env: dict[str, str]) -> ServiceProcess:
+        service = ServiceProcess(name, env, tmp_path / f"{name}-{len(started)}.log")
+        started.append(service.start())
+        return service.wait_serving()
+
+    yield start
+    for service in reversed(started):
+        if service.process is not None and service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()

@@ -1,18 +1,23 @@
 """The services' handlers chained by hand (detector -> embedder -> search service) on the real
-models and a local Qdrant: the same faces, ids and answers as the embedded CLI, and bad events
-refused where they enter."""
+models and a local Qdrant: the same faces, ids and answers as the embedded CLI, bad events
+refused where they enter, and the embedder's micro-batches giving each event its own vectors."""
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from facesearch import codec
 from facesearch.errors import BadImageError, BadMessageError
-from facesearch.handlers import detector_handler, embedder_handler, store_handler
+from facesearch.handlers import detector_handler, embedder_batch_handler, store_handler
 from facesearch.ids import image_id
 from facesearch.indexing import Indexer, Outcome, collect_inputs
+from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels
+from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import events_pb2
 from facesearch.records import Filters, ImageMeta
 from facesearch.searching import search_image
@@ -37,16 +42,19 @@ def image_event(path: Path) -> bytes:
     return event.SerializeToString()
 
 
+def embed_one(models: FaceModels, key: bytes | None, faces: bytes) -> list[tuple[Any, bytes]]:
+    """The embedder's outputs for one FacesEvent, as a batch of one."""
+    [outputs] = embedder_batch_handler(models)([(key, faces)])
+    assert not isinstance(outputs, Exception)
+    return outputs
+
+
 def through_pipeline(
     path: Path, models: FaceModels, settings: CoreSettings, store: QdrantFaceStore
 ) -> None:
-    detect, embed, save = (
-        detector_handler(models, settings),
-        embedder_handler(models),
-        store_handler(store),
-    )
+    detect, save = detector_handler(models, settings), store_handler(store)
     [(key, faces)] = detect(None, image_event(path))
-    [(same_key, embeddings)] = embed(key, faces)
+    [(same_key, embeddings)] = embed_one(models, key, faces)
     assert key == same_key == image_id(path.read_bytes()).encode()
     assert save(key, embeddings) == []
 
@@ -90,8 +98,8 @@ def test_bad_events_are_refused_where_they_enter(
         detect(None, forged.SerializeToString())
     with pytest.raises(BadImageError):
         detect(None, not_an_image.SerializeToString())
-    with pytest.raises(BadMessageError):
-        embedder_handler(face_models)(None, b"\xff garbage")
+    [refused] = embedder_batch_handler(face_models)([(None, b"\xff garbage")])
+    assert isinstance(refused, BadMessageError)
 
 
 def test_the_search_service_refuses_vectors_of_another_model(
@@ -101,10 +109,73 @@ def test_the_search_service_refuses_vectors_of_another_model(
     store: QdrantFaceStore,
 ) -> None:
     [(key, faces)] = detector_handler(face_models, settings)(None, image_event(demo["t1"]))
-    [(_, embeddings)] = embedder_handler(face_models)(key, faces)
+    [(_, embeddings)] = embed_one(face_models, key, faces)
     event = events_pb2.EmbeddingsEvent.FromString(embeddings)
     event.model = "another-model"
 
     with pytest.raises(BadMessageError, match="another-model"):
         store_handler(store)(key, event.SerializeToString())
     assert store.stats().faces == 0
+
+
+def faces_event(image: AnalyzedImage) -> bytes:
+    meta = codec.meta_to_proto(ImageMeta(image.image_id, image.image_id))
+    return codec.faces_event(image, meta, "detector", codec.now()).SerializeToString()
+
+
+def short_crop(event: bytes) -> bytes:
+    """A FacesEvent whose first crop lost its last row: parses, but is no aligned face."""
+    parsed = events_pb2.FacesEvent.FromString(event)
+    parsed.faces[0].crop = parsed.faces[0].crop[: -112 * 3]
+    return parsed.SerializeToString()
+
+
+def test_the_batch_embedder_gives_each_event_the_vectors_of_its_own_faces(
+    analyzed: dict[str, tuple[AnalyzedImage, np.ndarray]],
+    face_models: FaceModels,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crops_per_call: list[int] = []
+    embed = face_models.embed
+
+    def counting_embed(crops: list[np.ndarray]) -> np.ndarray:
+        crops_per_call.append(len(crops))
+        return embed(crops)
+
+    monkeypatch.setattr(face_models, "embed", counting_embed)
+    names = ["players", "gdp", "t1"]
+    events = {name: faces_event(analyzed[name][0]) for name in names}
+    no_faces = AnalyzedImage("f" * 64, 640, 480, [])
+    batch = [
+        events["players"],
+        b"\xff garbage",
+        events["gdp"],
+        short_crop(events["t1"]),
+        faces_event(no_faces),
+        events["t1"],
+    ]
+    registry = CollectorRegistry()
+    handle = embedder_batch_handler(face_models, metrics=WorkMetrics(registry))
+
+    outcomes = handle([(b"key", value) for value in batch])
+
+    refused = [isinstance(outcome, BadMessageError) for outcome in outcomes]
+    assert refused == [False, True, False, True, False, False]
+    for name, outcome in zip(names, [outcomes[0], outcomes[2], outcomes[5]], strict=True):
+        image, expected = analyzed[name]
+        assert not isinstance(outcome, Exception)
+        [(key, value)] = outcome
+        event = events_pb2.EmbeddingsEvent.FromString(value)
+        assert key == image.image_id.encode() and event.model == face_models.model_id
+        assert [f.face_index for f in event.faces] == [f.index for f in image.faces]
+        vectors = np.array([list(f.vector) for f in event.faces], dtype=np.float32)
+        assert vectors.shape == expected.shape == (len(image.faces), face_models.dim)
+        assert np.allclose(vectors, expected, atol=1e-5)
+    assert not isinstance(outcomes[4], Exception)
+    [(key, value)] = outcomes[4]
+    empty = events_pb2.EmbeddingsEvent.FromString(value)
+    assert (key, empty.image_id, len(empty.faces)) == (b"f" * 64, "f" * 64, 0)
+    # One model call for the crops of every valid event.
+    assert crops_per_call == [sum(len(analyzed[name][0].faces) for name in names)]
+    labels = {"stage": "embed"}
+    assert registry.get_sample_value("facesearch_inference_seconds_count", labels) == 1.0

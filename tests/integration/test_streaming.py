@@ -1,6 +1,7 @@
 """StreamWorker against a real Kafka broker: outputs in order and committed, poison messages
 dead-lettered with their origin, transient failures retried then paused without skipping,
-restarts resuming from the committed offset, and a clean stop under load."""
+restarts resuming from the committed offset, a clean stop under load; the same of
+micro-batches across messages; and a 50 MiB message through the loop."""
 
 import shutil
 import threading
@@ -18,11 +19,20 @@ from prometheus_client import CollectorRegistry
 from facesearch.broker import Broker, free_port, jars_ready
 from facesearch.errors import BadImageError
 from facesearch.metrics import StreamMetrics
-from facesearch.streaming import Message, StreamWorker, TransientError, dlq_topic
+from facesearch.streaming import (
+    BatchHandler,
+    Message,
+    Outcome,
+    StreamWorker,
+    TransientError,
+    dlq_topic,
+)
 
 DEADLINE_S = 20.0
 JOIN_S = 10.0
 FAST = {"poll_timeout_ms": 100, "backoff_s": 0.01}
+BATCHED = {"max_batch": 8, "max_wait_s": 0.2}
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +68,8 @@ def transform(key: bytes | None, value: bytes) -> list[Message]:
     return [(key, b"out:" + value)]
 
 
-def produce(broker: Broker, topic: str, messages: list[Message]) -> None:
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+def produce(broker: Broker, topic: str, messages: list[Message], **config: Any) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", **config)
     try:
         for key, value in messages:
             producer.send(topic, value=value, key=key)
@@ -73,12 +83,17 @@ def numbered(start: int, stop: int, keys: int = 5) -> list[Message]:
 
 
 def read(
-    broker: Broker, topic: str, count: int, timeout: float = DEADLINE_S, drain: bool = True
+    broker: Broker,
+    topic: str,
+    count: int,
+    timeout: float = DEADLINE_S,
+    drain: bool = True,
+    **config: Any,
 ) -> list[Any]:
     """Every record of ``topic`` from the start, once at least ``count`` came and (with
     ``drain``) all present at that moment were read, or the deadline passed. Without ``drain``
     for a topic still being written to, whose end keeps moving."""
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, **config)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(parts)
@@ -313,3 +328,132 @@ def test_stop_under_load_returns_quickly_with_consistent_offsets(
     done = [r for r in source if r.offset < offsets[r.partition]]
     assert len(done) == w.consumed >= 200
     assert all(b"out:" + r.value in outputs for r in done)
+
+
+def transform_batch(sizes: list[int]) -> BatchHandler:
+    """A batch handler doing ``transform`` to each record; it notes each batch's size."""
+
+    def handle(messages: list[Message]) -> list[Outcome]:
+        sizes.append(len(messages))
+        return [transform(key, value) for key, value in messages]
+
+    return handle
+
+
+def test_a_batch_worker_transforms_everything_in_order_and_commits(
+    broker: Broker, topics: tuple[str, str]
+) -> None:
+    sent = numbered(0, 50)
+    produce(broker, topics[0], sent)
+    sizes: list[int] = []
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    with running(
+        worker(
+            broker, topics, None, batch_handler=transform_batch(sizes), **BATCHED, metrics=metrics
+        )
+    ) as w:
+        read(broker, topics[1], 50)
+    out = read(broker, topics[1], 50)
+    assert values_by_key(out) == values_by_key_of(transform_all(sent))
+    assert (w.consumed, w.produced, w.dead_lettered, len(out)) == (50, 50, 0, 50)
+    assert committed(broker, w.group_id, topics[0]) == end_offsets(broker, topics[0])
+    assert sum(sizes) == 50 and max(sizes) == 8 and len(sizes) < 25
+    sample = registry.get_sample_value
+    assert sample("facesearch_batch_size_count", {"topic": topics[0]}) == len(sizes)
+    assert sample("facesearch_batch_size_sum", {"topic": topics[0]}) == 50
+    assert sample("facesearch_processing_seconds_count", {"topic": topics[0]}) == len(sizes)
+    lags = [
+        sample("facesearch_consumer_lag", {"topic": topics[0], "partition": str(p)})
+        for p in range(3)
+    ]
+    assert set(lags) - {None} == {0.0}  # every record of a partition fetched was consumed
+
+
+def test_a_poison_record_in_a_batch_is_dead_lettered_alone(
+    broker: Broker, topics: tuple[str, str]
+) -> None:
+    bad = (b"k0", b"bad0")
+    sent = [*numbered(0, 3, keys=1), bad, *numbered(3, 10, keys=1)]
+    produce(broker, topics[0], sent)
+    batches: list[list[bytes]] = []
+
+    def refuse_bad_batch(messages: list[Message]) -> list[Outcome]:
+        batches.append([value for _, value in messages])
+        return [
+            BadImageError("not an image") if value.startswith(b"bad") else transform(key, value)
+            for key, value in messages
+        ]
+
+    with running(worker(broker, topics, None, batch_handler=refuse_bad_batch, **BATCHED)) as w:
+        read(broker, topics[1], 10)
+        read(broker, dlq_topic(topics[0]), 1)
+    out, dead = read(broker, topics[1], 10), read(broker, dlq_topic(topics[0]), 1)
+    assert [r.value for r in out] == [f"out:m{i}".encode() for i in range(10)]
+    [letter] = dead
+    assert (letter.key, letter.value) == bad
+    assert dict(letter.headers)["original_offset"] == b"3"
+    assert dict(letter.headers)["reason"] == b"bad_image: not an image"
+    assert any(bad[1] in values and len(values) > 1 for values in batches)
+    assert (w.consumed, w.produced, w.dead_lettered) == (11, 10, 1)
+    assert committed(broker, w.group_id, topics[0]) == end_offsets(broker, topics[0])
+
+
+def flaky_batch(failing: bytes, failures: int) -> tuple[BatchHandler, list[list[bytes]]]:
+    """A batch handler that raises TransientError for the first ``failures`` batches holding
+    ``failing``, else transforms; and the values of each batch it was called with."""
+    calls: list[list[bytes]] = []
+
+    def handle(messages: list[Message]) -> list[Outcome]:
+        values = [value for _, value in messages]
+        calls.append(values)
+        if failing in values and sum(failing in call for call in calls) <= failures:
+            raise TransientError(f"a batch with {failing.decode()} failed")
+        return [transform(key, value) for key, value in messages]
+
+    return handle, calls
+
+
+def test_a_transient_failure_of_a_batch_retries_it_and_each_output_appears_once(
+    broker: Broker, topics: tuple[str, str]
+) -> None:
+    produce(broker, topics[0], numbered(0, 20, keys=1))
+    handler, calls = flaky_batch(b"m4", 2)
+    with running(worker(broker, topics, None, batch_handler=handler, **BATCHED)) as w:
+        read(broker, topics[1], 20)
+    out = read(broker, topics[1], 20)
+    assert [r.value for r in out] == [f"out:m{i}".encode() for i in range(20)]
+    with_m4 = [call for call in calls if b"m4" in call]
+    assert len(with_m4) == 3 and with_m4[0] == with_m4[1] == with_m4[2]
+    assert len(with_m4[0]) > 1
+    assert (w.retries, w.pauses, w.produced, w.consumed) == (2, 0, 20, 20)
+
+
+def test_a_batch_failing_for_long_pauses_its_partitions_and_skips_nothing(
+    broker: Broker, topics: tuple[str, str]
+) -> None:
+    sent = numbered(0, 30)
+    produce(broker, topics[0], sent)
+    # max_retries=1: two calls per round; rounds 1 and 2 fail, round 3 succeeds on its retry.
+    handler, calls = flaky_batch(b"m7", 5)
+    options = {**BATCHED, "max_retries": 1, "pause_s": 0.3}
+    with running(worker(broker, topics, None, batch_handler=handler, **options)) as w:
+        read(broker, topics[1], 30)
+    out = read(broker, topics[1], 30)
+    assert len(out) == 30
+    assert values_by_key(out) == values_by_key_of(transform_all(sent))
+    assert sum(b"m7" in call for call in calls) == 6
+    assert w.pauses >= 2 and w.retries == 3 and w.consumed == 30
+    assert committed(broker, w.group_id, topics[0]) == end_offsets(broker, topics[0])
+
+
+def test_a_50_mib_message_travels_through_the_worker(
+    broker: Broker, topics: tuple[str, str]
+) -> None:
+    image = bytes(range(256)) * (50 * MIB // 256)
+    produce(broker, topics[0], [(b"big", image)], max_request_size=64 * MIB)
+    # Without the crc32c package kafka-python checksums in pure Python: seconds per 50 MiB.
+    with running(worker(broker, topics, transform)) as w:
+        [out] = read(broker, topics[1], 1, timeout=3 * DEADLINE_S, check_crcs=False)
+    assert out.value == b"out:" + image
+    assert (w.consumed, w.produced, w.dead_lettered) == (1, 1, 0)

@@ -24,6 +24,14 @@ class RecordingProducer:
         return object()
 
 
+class UntouchedConsumer:
+    """The consumer a batch that succeeds or fails for good never touches (only a transient
+    failure pauses partitions)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the consumer was used: {name}")
+
+
 def worker_raising(error: FaceSearchError, registry: CollectorRegistry) -> StreamWorker:
     def handler(key: bytes | None, value: bytes) -> list[Message]:
         raise error
@@ -36,13 +44,13 @@ def test_a_bad_message_goes_to_the_dead_letter_topic_and_is_counted() -> None:
     producer, registry = RecordingProducer(), CollectorRegistry()
     worker = worker_raising(BadImageError("not an image"), registry)
 
-    assert worker._process(producer, RECORD) is True
+    worker._process_batch(UntouchedConsumer(), producer, [RECORD])
 
     [(topic, sent)] = producer.sent
     assert topic == "in.dlq"
     assert (sent["key"], sent["value"]) == (b"k", b"v")
     assert dict(sent["headers"])["reason"] == b"bad_image: not an image"
-    assert worker.dead_lettered == 1
+    assert (worker.dead_lettered, worker.consumed) == (1, 1)
     labels = {"topic": "in", "reason": "bad_image"}
     assert registry.get_sample_value("facesearch_messages_dead_lettered_total", labels) == 1.0
 
@@ -53,10 +61,10 @@ def test_a_fault_of_the_service_is_raised_not_dead_lettered(error: FaceSearchErr
     worker = worker_raising(error, registry)
 
     with pytest.raises(type(error)):
-        worker._process(producer, RECORD)
+        worker._process_batch(UntouchedConsumer(), producer, [RECORD])
 
     assert producer.sent == []
-    assert worker.dead_lettered == 0
+    assert (worker.dead_lettered, worker.consumed) == (0, 0)
     assert registry.get_sample_value("facesearch_messages_dead_lettered_total", {}) is None
 
 
@@ -72,6 +80,8 @@ def test_every_metric_is_named_for_facesearch_and_explained() -> None:
         "facesearch_messages_dead_lettered",
         "facesearch_handler_retries",
         "facesearch_partition_pauses",
+        "facesearch_consumer_lag",
+        "facesearch_batch_size",
         "facesearch_processing_seconds",
     }
     assert all(f.documentation.endswith(".") and len(f.documentation) > 20 for f in families)

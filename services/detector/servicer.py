@@ -1,0 +1,37 @@
+"""The detector's gRPC servicer: Detect, for the gateway's queries (the ingest path runs the
+same core through ``facesearch.handlers.detector_handler``)."""
+
+import grpc
+
+from facesearch import codec
+from facesearch.models import FaceModels, file_model_id
+from facesearch.pipeline import analyze
+from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
+from facesearch.rpc import Pending, translate_errors
+from facesearch.settings import CoreSettings
+
+SERVICE_NAME = "facesearch.v1.Detector"
+
+
+class DetectorServicer(internal_pb2_grpc.DetectorServicer):
+    def __init__(self, settings: CoreSettings) -> None:
+        self.settings = settings
+        self._models: Pending[tuple[FaceModels, str]] = Pending()
+
+    def ready(self, models: FaceModels) -> None:
+        self._models.set((models, file_model_id(models.files.detector)))
+
+    @translate_errors
+    def Detect(
+        self, request: internal_pb2.DetectRequest, context: grpc.ServicerContext
+    ) -> internal_pb2.DetectResponse:
+        models, detector = self._models.get()
+        analyzed = analyze(request.image, models, self.settings)
+        event = codec.faces_event(analyzed, api_pb2.ImageMeta(), detector, codec.now())
+        return internal_pb2.DetectResponse(
+            image_id=analyzed.image_id,
+            width=analyzed.width,
+            height=analyzed.height,
+            model=detector,
+            faces=event.faces,
+        )

@@ -1,0 +1,72 @@
+"""The gateway: the public gRPC API (with health and reflection) in front of the pipeline.
+Wiring only."""
+
+from contextlib import ExitStack
+
+import grpc
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+from facesearch.metrics import StreamMetrics, WorkMetrics
+from facesearch.proto.v1 import api_pb2_grpc
+from facesearch.proto.v1 import internal_pb2_grpc as internal
+from facesearch.rpc import MESSAGE_OPTIONS
+from facesearch.service import ServiceRuntime, run_service
+from facesearch.service_settings import GatewaySettings
+from facesearch.streaming import dlq_topic
+
+from .failures import DeadLetterWatcher, RecentIds
+from .servicer import SERVICE_NAME, Backends, GatewayServicer
+
+REMEMBERED_IMAGES = 200_000  # queued and failed ids kept for GetImage, each
+
+
+def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
+    kafka = settings.kafka
+    producer = KafkaProducer(
+        bootstrap_servers=kafka.bootstrap,
+        acks="all",
+        max_request_size=kafka.max_message_bytes,
+        linger_ms=5,
+    )
+    stack.callback(producer.close)
+
+    def channel(target: str) -> grpc.Channel:
+        return stack.enter_context(grpc.insecure_channel(target, options=MESSAGE_OPTIONS))
+
+    failures = RecentIds(REMEMBERED_IMAGES)
+    topics = [kafka.images_topic, kafka.faces_topic, kafka.embeddings_topic]
+    watcher = DeadLetterWatcher(kafka.bootstrap, [dlq_topic(t) for t in topics], failures)
+    watcher.start()
+    stack.callback(watcher.stop)
+    produced = StreamMetrics().produced.labels(kafka.images_topic)
+    submitted = WorkMetrics().images_submitted
+
+    def record(outcome: str) -> None:
+        submitted.labels(outcome).inc()
+        if outcome == "queued":
+            produced.inc()
+
+    return Backends(
+        producer=producer,
+        detector=internal.DetectorStub(channel(settings.detector)),
+        embedder=internal.EmbedderStub(channel(settings.embedder)),
+        search=internal.SearchIndexStub(channel(settings.search)),
+        failures=failures,
+        queued=RecentIds(REMEMBERED_IMAGES),
+        record_queued=record,
+    )
+
+
+def serve() -> int:
+    settings = GatewaySettings.from_env()
+    runtime = ServiceRuntime(settings.server, [SERVICE_NAME], reflection=True)
+    servicer = GatewayServicer(settings)
+    api_pb2_grpc.add_FaceSearchServicer_to_server(servicer, runtime.server)
+    runtime.start()
+    with ExitStack() as stack:
+        servicer.backends.set(connect(settings, stack))
+        return runtime.serve()
+
+
+def main() -> None:
+    run_service(serve)

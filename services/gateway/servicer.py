@@ -1,0 +1,253 @@
+"""The public API, ``facesearch.v1.FaceSearch``: indexing goes onto the images topic; queries
+go through the detector, the embedder and the search service over gRPC."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from facesearch import codec
+from facesearch.calibration import LFW_THRESHOLD
+from facesearch.errors import (
+    BadImageError,
+    BadMessageError,
+    FaceSearchError,
+    ImageTooLargeError,
+    NoFaceError,
+    NotFoundError,
+    UnsupportedTypeError,
+)
+from facesearch.ids import image_id
+from facesearch.images import check_image
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
+from facesearch.proto.v1 import internal_pb2_grpc as internal
+from facesearch.rpc import Pending, error_from_rpc, translate_errors
+from facesearch.service_settings import GatewaySettings
+from facesearch.streaming import TransientError
+
+from .failures import RecentIds
+
+SERVICE_NAME = "facesearch.v1.FaceSearch"
+MAX_TOP_K = 1000
+ENVELOPE_BYTES = 64 * 1024  # room for the ImageEvent's other fields within a Kafka message
+R = TypeVar("R")
+
+
+@dataclass
+class Backends:
+    """What the gateway talks to, once connected."""
+
+    producer: Any  # kafka.KafkaProducer
+    detector: internal.DetectorStub
+    embedder: internal.EmbedderStub
+    search: internal.SearchIndexStub
+    failures: RecentIds  # image id -> why the pipeline dropped it
+    queued: RecentIds  # image id -> when it was queued here
+    record_queued: Callable[[str], None]  # metrics: one image queued ("queued") or refused
+
+
+class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.backends: Pending[Backends] = Pending()
+
+    @translate_errors
+    def IndexImages(
+        self, request_iterator: Iterator[api_pb2.IndexRequest], context: grpc.ServicerContext
+    ) -> api_pb2.IndexImagesResponse:
+        backends = self.backends.get()
+        results: list[api_pb2.IndexResult] = []
+        sent: list[tuple[int, str, Any]] = []  # (result index, image id, send future)
+        for request in request_iterator:
+            try:
+                event = self._image_event(request)
+            except FaceSearchError as exc:
+                backends.record_queued("refused")
+                results.append(api_pb2.IndexResult(error=f"{exc.code}: {exc}"))
+                continue
+            future = backends.producer.send(
+                self.settings.kafka.images_topic,
+                key=event.image_id.encode(),
+                value=event.SerializeToString(),
+            )
+            sent.append((len(results), event.image_id, future))
+            results.append(api_pb2.IndexResult(image_id=event.image_id))
+        self._acknowledged(backends, sent, results)
+        return api_pb2.IndexImagesResponse(results=results)
+
+    def _image_event(self, request: api_pb2.IndexRequest) -> events_pb2.ImageEvent:
+        """The ImageEvent for one request, or the reason it is refused before queueing."""
+        if request.WhichOneof("image") == "uri":
+            raise UnsupportedTypeError("images by URI are not read yet: send the bytes inline")
+        if not request.data:
+            raise BadImageError("empty file")
+        limit = self.settings.kafka.max_message_bytes - ENVELOPE_BYTES
+        if len(request.data) > limit:
+            raise ImageTooLargeError(
+                f"{len(request.data)} bytes exceeds the limit of {limit} bytes that "
+                "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES allows"
+            )
+        check_image(request.data, self.settings.core.limits)
+        meta = api_pb2.ImageMeta(
+            source_uri=request.source_url or request.path,
+            path=request.path,
+            label=request.label,
+            collection=request.collection or "default",
+        )
+        return events_pb2.ImageEvent(
+            image_id=image_id(request.data),
+            data=request.data,
+            meta=meta,
+            submitted_at=codec.now(),
+        )
+
+    def _acknowledged(
+        self,
+        backends: Backends,
+        sent: list[tuple[int, str, Any]],
+        results: list[api_pb2.IndexResult],
+    ) -> None:
+        """Wait for the broker; an image it did not take becomes an error result."""
+        backends.producer.flush(timeout=self.settings.deadline_s)
+        for index, image, future in sent:
+            try:
+                future.get(timeout=0)
+            except Exception as exc:  # KafkaError, or the flush timing out
+                results[index] = api_pb2.IndexResult(
+                    error=f"{TransientError.code}: the broker did not take it ({exc}); retry"
+                )
+                backends.record_queued("refused")
+                continue
+            backends.queued.put(image, "queued")
+            backends.record_queued("queued")
+
+    @translate_errors
+    def GetImage(
+        self, request: api_pb2.GetImageRequest, context: grpc.ServicerContext
+    ) -> api_pb2.GetImageResponse:
+        backends = self.backends.get()
+        image = request.image_id.lower()
+        try:
+            return self._call(backends.search.GetImage, request, "search", context)
+        except NotFoundError:
+            pass
+        reason = backends.failures.get(image)
+        if reason is not None:
+            return api_pb2.GetImageResponse(
+                image_id=image, status=api_pb2.IMAGE_STATUS_FAILED, error=reason
+            )
+        if backends.queued.get(image) is not None:
+            return api_pb2.GetImageResponse(image_id=image, status=api_pb2.IMAGE_STATUS_QUEUED)
+        raise NotFoundError(f"image {image} was never submitted here or indexed")
+
+    @translate_errors
+    def Search(
+        self, request: api_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> api_pb2.SearchResponse:
+        if not 0 <= request.top_k <= MAX_TOP_K:
+            raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
+        backends = self.backends.get()
+        detected = self._detect(backends, request.image, context)
+        if not detected.faces:
+            raise NoFaceError("no face found in the query image")
+        embedded = self._embed(backends, list(detected.faces), context)
+        threshold = request.threshold if request.HasField("threshold") else LFW_THRESHOLD
+        query = internal_pb2.SearchVectorsRequest(
+            vectors=embedded.vectors,
+            model=embedded.model,
+            top_k=request.top_k or 10,
+            threshold=threshold,
+            filters=request.filters,
+        )
+        found = self._call(backends.search.SearchVectors, query, "search", context)
+        faces = [
+            api_pb2.QueryFace(
+                index=face.index,
+                box=face.box,
+                det_score=face.det_score,
+                quality=face.quality,
+                matches=result.matches,
+            )
+            for face, result in zip(detected.faces, found.results, strict=True)
+        ]
+        return api_pb2.SearchResponse(faces=faces, model=found.model, threshold=threshold)
+
+    @translate_errors
+    def Compare(
+        self, request: api_pb2.CompareRequest, context: grpc.ServicerContext
+    ) -> api_pb2.CompareResponse:
+        backends = self.backends.get()
+        a = self._detect(backends, request.image_a, context)
+        b = self._detect(backends, request.image_b, context)
+        embedded = self._embed(backends, [*a.faces, *b.faces], context)
+        vectors = np.array([list(v.values) for v in embedded.vectors], dtype=np.float32)
+        vectors = vectors.reshape(len(a.faces) + len(b.faces), -1)
+        similarity = vectors[: len(a.faces)] @ vectors[len(a.faces) :].T
+        threshold = request.threshold if request.HasField("threshold") else LFW_THRESHOLD
+        pairs = [
+            api_pb2.FacePair(
+                a_index=fa.index,
+                b_index=fb.index,
+                similarity=float(similarity[i, j]),
+                same_person=bool(similarity[i, j] >= threshold),
+            )
+            for i, fa in enumerate(a.faces)
+            for j, fb in enumerate(b.faces)
+        ]
+        return api_pb2.CompareResponse(
+            faces_a=[_face(f) for f in a.faces],
+            faces_b=[_face(f) for f in b.faces],
+            pairs=pairs,
+            threshold=threshold,
+            model=embedded.model,
+        )
+
+    @translate_errors
+    def Delete(
+        self, request: api_pb2.DeleteRequest, context: grpc.ServicerContext
+    ) -> api_pb2.DeleteResponse:
+        return self._call(self.backends.get().search.Delete, request, "search", context)
+
+    @translate_errors
+    def Stats(
+        self, request: api_pb2.StatsRequest, context: grpc.ServicerContext
+    ) -> api_pb2.StatsResponse:
+        return self._call(self.backends.get().search.Stats, request, "search", context)
+
+    def _detect(
+        self, backends: Backends, image: bytes, context: grpc.ServicerContext
+    ) -> internal_pb2.DetectResponse:
+        request = internal_pb2.DetectRequest(image=image)
+        return self._call(backends.detector.Detect, request, "detector", context)
+
+    def _embed(
+        self, backends: Backends, faces: list[Any], context: grpc.ServicerContext
+    ) -> internal_pb2.EmbedResponse:
+        request = internal_pb2.EmbedRequest(crops=[face.crop for face in faces])
+        return self._call(backends.embedder.Embed, request, "embedder", context)
+
+    def _call(
+        self,
+        method: Callable[..., R],
+        request: Any,
+        service: str,
+        context: grpc.ServicerContext,
+    ) -> R:
+        """One call to an internal service within the gateway's deadline and the client's;
+        its failure as the facesearch error it stands for."""
+        timeout = self.settings.deadline_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, f"the {service} service") from exc
+
+
+def _face(face: Any) -> api_pb2.Face:
+    return api_pb2.Face(
+        face_index=face.index, box=face.box, det_score=face.det_score, quality=face.quality
+    )

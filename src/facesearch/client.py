@@ -1,0 +1,316 @@
+"""The public API (facesearch.v1.FaceSearch) from the client's side: ``GatewayClient`` speaks
+the core's own records, so the CLI prints the same text and JSON through a gateway as with the
+embedded index, and ``GatewayIndexer`` turns the gateway's asynchronous indexing back into the
+embedded ``Indexer``'s one ``Outcome`` per input."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import NamedTuple, Self, TypeVar
+
+import grpc
+
+from facesearch import codec, rpc
+from facesearch.errors import (
+    FaceSearchError,
+    ImageTooLargeError,
+    NotFoundError,
+    UnsupportedTypeError,
+)
+from facesearch.indexing import VIDEO_SUFFIXES, InputFile, Outcome
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
+from facesearch.searching import QueryFace
+
+T = TypeVar("T")
+BATCH_IMAGES = 32  # images per IndexImages call: each call gets its own deadline
+BATCH_BYTES = 64 * 1024 * 1024
+STATUS_NAMES = {
+    api_pb2.IMAGE_STATUS_QUEUED: "queued",
+    api_pb2.IMAGE_STATUS_INDEXED: "indexed",
+    api_pb2.IMAGE_STATUS_FAILED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class IndexItem:
+    """One image to index: its bytes and what to record with them."""
+
+    data: bytes
+    path: str = ""
+    label: str = ""
+    source_url: str = ""
+    collection: str = "default"
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    """A detected face without its vector (api Face)."""
+
+    index: int
+    box: Box
+    det_score: float
+    quality: float
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """Where an accepted image is: ``status`` is queued, indexed, failed or unspecified."""
+
+    image_id: str
+    status: str
+    record: ImageRecord | None = None
+    faces: list[FaceInfo] = field(default_factory=list)
+    error: str = ""
+
+
+class Found(NamedTuple):
+    """A search's answer: every query face with its matches, the model and the threshold."""
+
+    faces: list[QueryFace]
+    model: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every face of image A against every face of image B: ``similarity[a][b]``."""
+
+    faces_a: list[FaceInfo]
+    faces_b: list[FaceInfo]
+    similarity: list[list[float]]
+    threshold: float
+    model: str
+
+
+class GatewayClient:
+    """A channel to a facesearch gateway; every gRPC failure leaves as a ``FaceSearchError``
+    (the server's own error, or one line on the transport problem naming ``target``)."""
+
+    def __init__(self, target: str, timeout_s: float = 60.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target, options=rpc.MESSAGE_OPTIONS)
+        self._stub = api_pb2_grpc.FaceSearchStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from None
+
+    def index(self, items: Iterable[IndexItem]) -> list[str | FaceSearchError]:
+        """Submit images in one IndexImages call: per item, the id it is queued under or the
+        error it was refused with."""
+        requests = (
+            api_pb2.IndexRequest(
+                data=i.data,
+                path=i.path,
+                label=i.label,
+                source_url=i.source_url,
+                collection=i.collection,
+            )
+            for i in items
+        )
+        response = self._call(lambda: self._stub.IndexImages(requests, timeout=self.timeout_s))
+        return [_index_result(r) for r in response.results]
+
+    def get_image(self, image_id: str) -> ImageState:
+        request = api_pb2.GetImageRequest(image_id=image_id)
+        got = self._call(lambda: self._stub.GetImage(request, timeout=self.timeout_s))
+        indexed = got.status == api_pb2.IMAGE_STATUS_INDEXED
+        return ImageState(
+            got.image_id or image_id,
+            STATUS_NAMES.get(got.status, "unspecified"),
+            codec.image_record_from_proto(got.image) if indexed else None,
+            [_face_from_proto(f) for f in got.faces],
+            got.error,
+        )
+
+    def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
+        """``threshold`` None leaves it to the gateway (its calibrated same-person one)."""
+        request = api_pb2.SearchRequest(
+            image=data, top_k=top_k, threshold=threshold, filters=codec.filters_to_proto(filters)
+        )
+        got = self._call(lambda: self._stub.Search(request, timeout=self.timeout_s))
+        faces = [codec.query_face_from_proto(f) for f in got.faces]
+        return Found(faces, got.model, _float32(got.threshold))
+
+    def compare(self, a: bytes, b: bytes, threshold: float | None = None) -> Comparison:
+        request = api_pb2.CompareRequest(image_a=a, image_b=b, threshold=threshold)
+        got = self._call(lambda: self._stub.Compare(request, timeout=self.timeout_s))
+        faces_a = [_face_from_proto(f) for f in got.faces_a]
+        faces_b = [_face_from_proto(f) for f in got.faces_b]
+        row = {f.index: i for i, f in enumerate(faces_a)}
+        column = {f.index: i for i, f in enumerate(faces_b)}
+        similarity = [[-1.0] * len(faces_b) for _ in faces_a]
+        for pair in got.pairs:
+            if pair.a_index in row and pair.b_index in column:
+                similarity[row[pair.a_index]][column[pair.b_index]] = pair.similarity
+        return Comparison(faces_a, faces_b, similarity, _float32(got.threshold), got.model)
+
+    def delete(self, selector: Selector) -> tuple[int, int]:
+        """(images, faces) deleted."""
+        request = codec.selector_to_proto(selector)
+        got = self._call(lambda: self._stub.Delete(request, timeout=self.timeout_s))
+        return got.images, got.faces
+
+    def stats(self) -> StoreStats:
+        request = api_pb2.StatsRequest()
+        got = self._call(lambda: self._stub.Stats(request, timeout=self.timeout_s))
+        return codec.stats_from_proto(got)
+
+
+def error_from_rpc(exc: grpc.RpcError, target: str) -> FaceSearchError:
+    """rpc.error_from_rpc, with details kept to one line (the CLI prints it as one)."""
+    error = rpc.error_from_rpc(exc, target)
+    return type(error)(" ".join(str(error).split()))
+
+
+def _float32(value: float) -> float:
+    """A float that crossed the wire as float32, without the noise (0.253, not 0.2529999911)."""
+    return round(value, 6)
+
+
+def _index_result(result: api_pb2.IndexResult) -> str | FaceSearchError:
+    if result.WhichOneof("result") == "image_id":
+        return result.image_id
+    return refusal(result.error or "refused without a reason")
+
+
+def refusal(text: str) -> FaceSearchError:
+    """A refusal's "<code>: <message>" as the facesearch error it names."""
+    prefix, _, message = text.partition(": ")
+    cls = rpc.ERROR_OF_CODE.get(prefix)
+    return cls(message) if cls is not None else FaceSearchError(text)
+
+
+def _face_from_proto(face: api_pb2.Face) -> FaceInfo:
+    return FaceInfo(face.face_index, codec.box_from_proto(face.box), face.det_score, face.quality)
+
+
+class GatewayIndexer:
+    """Indexes inputs through a gateway: uploads them in batches, then polls GetImage until
+    each is indexed or failed, or ``wait_timeout_s`` has passed (0: do not wait; every
+    accepted image ends as a "queued" outcome). Reports one ``Outcome`` per input, like
+    ``indexing.Indexer.run``, though not in input order."""
+
+    def __init__(
+        self,
+        client: GatewayClient,
+        max_bytes: int,
+        source_url: str = "",
+        collection: str = "default",
+        wait_timeout_s: float = 300.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+        self.source_url = source_url
+        self.collection = collection
+        self.wait_timeout_s = wait_timeout_s
+        self.poll_s = poll_s
+
+    def run(self, inputs: list[InputFile], on_outcome: Callable[[Outcome], None]) -> None:
+        accepted: dict[str, list[str]] = {}  # image id -> the paths that gave it, in order
+        for batch in _batches(inputs, self._read, on_outcome):
+            results = self.client.index(item for _, item in batch)
+            for (path, _), result in zip(batch, results, strict=True):
+                if isinstance(result, FaceSearchError):
+                    on_outcome(Outcome(path, "failed", reason=f"{result.code}: {result}"))
+                else:
+                    accepted.setdefault(result, []).append(path)
+        if self.wait_timeout_s <= 0:
+            for image_id, paths in accepted.items():
+                for path in paths:
+                    on_outcome(Outcome(path, "queued", image_id))
+            return
+        self._wait(accepted, on_outcome)
+
+    def _read(self, item: InputFile) -> IndexItem:
+        """The request of one input (raises OSError or a FaceSearchError)."""
+        if item.path.suffix.lower() in VIDEO_SUFFIXES:
+            raise UnsupportedTypeError("video files are not indexed yet")
+        size = item.path.stat().st_size
+        if size > self.max_bytes:
+            raise ImageTooLargeError(f"{size} bytes exceeds the limit of {self.max_bytes} bytes")
+        data = item.path.read_bytes()
+        local = str(item.path.resolve())
+        return IndexItem(data, local, item.label, self.source_url, self.collection)
+
+    def _wait(self, pending: dict[str, list[str]], on_outcome: Callable[[Outcome], None]) -> None:
+        deadline = time.monotonic() + self.wait_timeout_s
+        while pending:
+            for image_id in list(pending):
+                state = self._state(image_id)
+                if state.status in ("indexed", "failed"):
+                    _report(state, pending.pop(image_id), on_outcome)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+        reason = f"queued: not indexed within {self.wait_timeout_s:g} s (see --wait-timeout)"
+        for image_id, paths in pending.items():
+            for path in paths:
+                on_outcome(Outcome(path, "failed", image_id, reason=reason))
+
+    def _state(self, image_id: str) -> ImageState:
+        try:
+            return self.client.get_image(image_id)
+        except NotFoundError:  # accepted but not yet visible to GetImage: still on its way
+            return ImageState(image_id, "queued")
+
+
+def _report(state: ImageState, paths: list[str], on_outcome: Callable[[Outcome], None]) -> None:
+    """The outcome of every input that gave this image: the first is indexed (or failed), any
+    copy after it unchanged, as in an embedded run."""
+    if state.status == "failed":
+        for path in paths:
+            on_outcome(Outcome(path, "failed", state.image_id, reason=state.error or "failed"))
+        return
+    faces = state.record.faces if state.record else len(state.faces)
+    on_outcome(Outcome(paths[0], "indexed", state.image_id, faces))
+    for path in paths[1:]:
+        on_outcome(Outcome(path, "unchanged", state.image_id, faces))
+
+
+def _batches(
+    inputs: list[InputFile],
+    read: Callable[[InputFile], IndexItem],
+    on_failure: Callable[[Outcome], None],
+) -> Iterator[list[tuple[str, IndexItem]]]:
+    """Inputs read into batches of at most BATCH_IMAGES images and about BATCH_BYTES; an input
+    that cannot be read is reported as failed, with its reason, and left out."""
+    batch: list[tuple[str, IndexItem]] = []
+    size = 0
+    for item in inputs:
+        path = str(item.path)
+        try:
+            request = read(item)
+        except FaceSearchError as exc:
+            on_failure(Outcome(path, "failed", reason=f"{exc.code}: {exc}"))
+            continue
+        except OSError as exc:
+            on_failure(Outcome(path, "failed", reason=f"unreadable: {exc.strerror or exc}"))
+            continue
+        if batch and (len(batch) >= BATCH_IMAGES or size + len(request.data) > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append((path, request))
+        size += len(request.data)
+    if batch:
+        yield batch

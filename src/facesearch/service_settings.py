@@ -1,0 +1,188 @@
+"""The typed settings of the four services, read once from the environment in each service's
+``main.py`` (and by ``facesearch stack``, docker-compose and the Kubernetes manifests, which
+set the same names).
+
+Shared names: ``FACESEARCH_KAFKA_BOOTSTRAP`` (required), ``FACESEARCH_TOPIC_*``,
+``FACESEARCH_KAFKA_MAX_MESSAGE_BYTES``, the core's ``FACESEARCH_*`` model and limit names,
+``QDRANT_URL`` / ``QDRANT_PATH``. Per service ``<S>`` (DETECTOR, EMBEDDER, SEARCH, GATEWAY):
+``FACESEARCH_<S>_HOST``, ``_GRPC_PORT``, ``_METRICS_PORT``, ``_DRAIN_SECONDS``, and for the
+three consumers ``_GROUP``.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from facesearch.settings import CoreSettings, EnvReader
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str
+    images_topic: str = "facesearch.images.v1"
+    faces_topic: str = "facesearch.faces.v1"
+    embeddings_topic: str = "facesearch.embeddings.v1"
+    # Images travel inline up to the core's 50 MiB limit, so the broker, producers and
+    # consumers all allow messages this large (the broker's own default is 1 MiB).
+    max_message_bytes: int = 64 * MIB
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> "KafkaSettings":
+        return cls(
+            bootstrap=reader.required(
+                "FACESEARCH_KAFKA_BOOTSTRAP", "the Kafka broker's HOST:PORT list"
+            ),
+            images_topic=reader.text("FACESEARCH_TOPIC_IMAGES", cls.images_topic),
+            faces_topic=reader.text("FACESEARCH_TOPIC_FACES", cls.faces_topic),
+            embeddings_topic=reader.text("FACESEARCH_TOPIC_EMBEDDINGS", cls.embeddings_topic),
+            max_message_bytes=reader.number(
+                "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES", cls.max_message_bytes, int
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where one service listens and how long it drains on SIGTERM."""
+
+    name: str  # detector | embedder | search | gateway
+    host: str
+    grpc_port: int
+    metrics_port: int
+    drain_s: float
+    group_id: str  # its Kafka consumer group ("" for the gateway, which consumes nothing)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+def _server(reader: EnvReader, name: str, grpc_port: int, metrics_port: int) -> ServerSettings:
+    prefix = f"FACESEARCH_{name.upper()}_"
+    return ServerSettings(
+        name=name,
+        host=reader.text(prefix + "HOST", "0.0.0.0"),
+        grpc_port=reader.number(prefix + "GRPC_PORT", grpc_port, int),
+        metrics_port=reader.number(prefix + "METRICS_PORT", metrics_port, int),
+        drain_s=reader.number(prefix + "DRAIN_SECONDS", 20.0, float),
+        group_id=reader.text(prefix + "GROUP", f"facesearch-{name}") if name != "gateway" else "",
+    )
+
+
+class _ServiceSettings:
+    """What every service's settings share: reading, and listing the names read."""
+
+    NAME: ClassVar[str]
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        return cls.read(EnvReader(os.environ if env is None else env))
+
+    @classmethod
+    def env_names(cls) -> frozenset[str]:
+        """Every variable the service reads (required ones given a placeholder to get past)."""
+        reader = EnvReader(_Placeholders())
+        cls.read(reader)
+        return frozenset(reader.names_read)
+
+
+class _Placeholders(dict[str, str]):
+    def get(self, key: str, default: str | None = None) -> str:  # type: ignore[override]
+        return (
+            "localhost:1"
+            if key.endswith(("_BOOTSTRAP", "_DETECTOR", "_EMBEDDER", "_SEARCH"))
+            else ""
+        )
+
+
+@dataclass(frozen=True)
+class DetectorSettings(_ServiceSettings):
+    NAME: ClassVar[str] = "detector"
+    server: ServerSettings
+    kafka: KafkaSettings
+    core: CoreSettings
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> "DetectorSettings":
+        return cls(
+            _server(reader, cls.NAME, 50052, 9102),
+            KafkaSettings.read(reader),
+            CoreSettings.read(reader),
+        )
+
+
+@dataclass(frozen=True)
+class EmbedderSettings(_ServiceSettings):
+    NAME: ClassVar[str] = "embedder"
+    server: ServerSettings
+    kafka: KafkaSettings
+    core: CoreSettings
+    max_batch: int = 16  # FacesEvents embedded together in one model call, at most
+    max_wait_s: float = 0.05  # how long the first message of a batch waits for company
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> "EmbedderSettings":
+        return cls(
+            _server(reader, cls.NAME, 50053, 9103),
+            KafkaSettings.read(reader),
+            CoreSettings.read(reader),
+            max_batch=max(1, reader.number("FACESEARCH_EMBEDDER_MAX_BATCH", cls.max_batch, int)),
+            max_wait_s=reader.number("FACESEARCH_EMBEDDER_MAX_WAIT_MS", 50, float) / 1000,
+        )
+
+
+@dataclass(frozen=True)
+class SearchSettings(_ServiceSettings):
+    NAME: ClassVar[str] = "search"
+    server: ServerSettings
+    kafka: KafkaSettings
+    core: CoreSettings  # QDRANT_URL, QDRANT_PATH, FACESEARCH_HOME
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> "SearchSettings":
+        return cls(
+            _server(reader, cls.NAME, 50054, 9104),
+            KafkaSettings.read(reader),
+            CoreSettings.read(reader),
+        )
+
+
+@dataclass(frozen=True)
+class GatewaySettings(_ServiceSettings):
+    NAME: ClassVar[str] = "gateway"
+    server: ServerSettings
+    kafka: KafkaSettings
+    core: CoreSettings  # the image limits it enforces before anything is queued
+    detector: str  # HOST:PORT of the detector's gRPC server
+    embedder: str
+    search: str
+    deadline_s: float = 30.0  # for each call to the internal services
+
+    @classmethod
+    def read(cls, reader: EnvReader) -> "GatewaySettings":
+        def address(service: str) -> str:
+            return reader.required(
+                f"FACESEARCH_GATEWAY_{service.upper()}", f"the {service} service's HOST:PORT"
+            )
+
+        return cls(
+            _server(reader, cls.NAME, 50051, 9101),
+            KafkaSettings.read(reader),
+            CoreSettings.read(reader),
+            detector=address("detector"),
+            embedder=address("embedder"),
+            search=address("search"),
+            deadline_s=reader.number("FACESEARCH_GATEWAY_DEADLINE_SECONDS", cls.deadline_s, float),
+        )
+
+
+SERVICES: dict[str, type[_ServiceSettings]] = {
+    s.NAME: s for s in (DetectorSettings, EmbedderSettings, SearchSettings, GatewaySettings)
+}

@@ -1,0 +1,430 @@
+"""The local stack (DESIGN's second way to run): the Kafka broker of ``facesearch.broker`` and the
+four services, each ``python -m facesearch_services.<name>``, as background processes of one
+data folder.
+
+Layout under the data folder (the CLI's home):
+
+    stack/kafka/            the broker's data folder (its config, partitions, pid and log)
+    stack/logs/<name>.log   stdout and stderr of each service; kafka.log links to the broker's
+    stack/<name>.pid        the pid of each running service
+    qdrant/                 the index: the search service opens the one embedded mode uses
+
+Services read their settings from the environment as everywhere else (``service_settings``);
+the stack adds only what ties them together: the broker's address, loopback hosts, the
+gateway's addresses of the others, the index path and FACESEARCH_HOME. Linux only (/proc).
+"""
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from facesearch.broker import Broker, _locked, _process_args, free_port
+from facesearch.errors import ConfigError, FaceSearchError
+from facesearch.health_probe import SERVING, UNREACHABLE, check
+from facesearch.service_settings import (
+    DetectorSettings,
+    EmbedderSettings,
+    GatewaySettings,
+    SearchSettings,
+    ServerSettings,
+)
+
+log = logging.getLogger(__name__)
+
+KAFKA = "kafka"
+SERVICES = ("search", "embedder", "detector", "gateway")  # start order; down goes backwards
+LOOPBACK = "127.0.0.1"
+DEFAULT_KAFKA_PORT = 9092
+KAFKA_PORT_ENV = "FACESEARCH_STACK_KAFKA_PORT"
+CONTROLLER_PORT_ENV = "FACESEARCH_STACK_KAFKA_CONTROLLER_PORT"
+READY_TIMEOUT_S = 180.0  # per component: the services load ONNX models on a small machine
+STOP_GRACE_S = 10.0  # after a service's drain seconds, before SIGKILL
+STOPPED = "STOPPED"  # the health of a component whose process does not run
+POLL_S = 0.25
+LOG_TAIL_LINES = 20
+
+_SERVER_OF: dict[str, Callable[[Mapping[str, str]], ServerSettings]] = {
+    "detector": lambda env: DetectorSettings.from_env(env).server,
+    "embedder": lambda env: EmbedderSettings.from_env(env).server,
+    "search": lambda env: SearchSettings.from_env(env).server,
+    "gateway": lambda env: GatewaySettings.from_env(env).server,
+}
+
+# Called with (component, None) when it starts and (component, seconds) once it is ready.
+Progress = Callable[[str, float | None], None]
+
+
+class StackError(FaceSearchError):
+    """A component of the local stack could not be started or stopped."""
+
+    code = "stack"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None  # None when it does not run
+    alive: bool
+    health: str  # grpc.health.v1 status name, UNREACHABLE, or STOPPED; kafka: SERVING if it listens
+    address: str  # where clients reach it: gRPC HOST:PORT, or the Kafka bootstrap
+    grpc_port: int | None
+    metrics_port: int | None
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Stack:
+    """The stack of one data folder. ``env`` (default: ``os.environ``) is what the services
+    inherit, so their ports are set the usual way, with FACESEARCH_<SERVICE>_GRPC_PORT etc."""
+
+    stop_grace_s = STOP_GRACE_S
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        qdrant_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        kafka_port: int | None = None,
+        controller_port: int | None = None,
+        python: str = sys.executable,
+        package: str = "facesearch_services",
+    ) -> None:
+        self.home = home.expanduser().resolve()
+        self.root = self.home / "stack"
+        self.kafka_dir = self.root / KAFKA
+        self.logs_dir = self.root / "logs"
+        self.qdrant_path = (qdrant_path or self.home / "qdrant").expanduser().resolve()
+        self.env = dict(os.environ if env is None else env)
+        self.kafka_port = kafka_port or _env_port(self.env, KAFKA_PORT_ENV) or DEFAULT_KAFKA_PORT
+        self.controller_port = controller_port or _env_port(self.env, CONTROLLER_PORT_ENV)
+        self.python = python
+        self.package = package
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._broker: Broker | None = None
+
+    # -- layout and processes
+
+    def pid_path(self, name: str) -> Path:
+        return self.root / f"{name}.pid"
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def command(self, name: str) -> list[str]:
+        return [self.python, "-m", f"{self.package}.{name}"]
+
+    def is_ours(self, name: str, pid: int) -> bool:
+        """Whether ``pid`` runs that service (a pid in a stale pid file may have been reused)."""
+        args = _process_args(pid)
+        module = f"{self.package}.{name}"
+        return args is not None and any(
+            a == "-m" and b == module for a, b in itertools.pairwise(args)
+        )
+
+    def service_pid(self, name: str) -> int | None:
+        """The pid of the service started from this data folder, if it still runs."""
+        try:
+            pid = int(self.pid_path(name).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        child = self._children.get(name)
+        if child is not None and child.pid == pid:
+            # Started by this object: trust the handle (for a moment after Popen returns the
+            # child may not have exec'd yet, so its cmdline is not the service's).
+            return pid if child.poll() is None else None
+        return pid if self.is_ours(name, pid) else None
+
+    def broker(self) -> Broker:
+        """The broker of this data folder: the one that runs, else the one ``up`` would start."""
+        if self._broker is not None:
+            return self._broker
+        configured = Broker.from_data_dir(self.kafka_dir)
+        if configured.running_pid() is not None:
+            return configured
+        controller = self.controller_port or _next_free_port(self.kafka_port + 1)
+        return Broker(self.kafka_dir, self.kafka_port, controller)
+
+    # -- the services' environment
+
+    def compose_env(self, bootstrap: str) -> dict[str, str]:
+        """What every service is started with: ``env`` plus the stack's wiring. Running
+        services keep the ports they were started with; the others take them from ``env``."""
+        env = dict(self.env)
+        env.update(
+            FACESEARCH_KAFKA_BOOTSTRAP=bootstrap,
+            FACESEARCH_HOME=str(self.home),
+            QDRANT_PATH=str(self.qdrant_path),
+            PYTHONUNBUFFERED="1",  # log lines reach the log file as they are written
+        )
+        for name in SERVICES:
+            env[f"FACESEARCH_{name.upper()}_HOST"] = LOOPBACK
+        for name in ("detector", "embedder", "search"):
+            env[f"FACESEARCH_GATEWAY_{name.upper()}"] = self.server(name, env).grpc_address
+        return env
+
+    def server(self, name: str, env: Mapping[str, str]) -> ServerSettings:
+        """Where a service listens: as it was started if it runs, else as ``env`` says."""
+        pid = self.service_pid(name)
+        started = _process_env(pid) if pid is not None else None
+        return _SERVER_OF[name](started or env)
+
+    # -- up
+
+    def up(self, timeout_s: float = READY_TIMEOUT_S, progress: Progress | None = None) -> list[str]:
+        """Start whatever of the stack does not run, in order, each once the one before is
+        ready; return the names started (none when all was up). On a failure, stop what this
+        call started and raise ``StackError`` with the end of the failed component's log."""
+        report = progress or (lambda name, seconds: None)
+        self.root.mkdir(parents=True, exist_ok=True)
+        started: list[str] = []
+        with _locked(self.root / ".lock"):
+            try:
+                bootstrap = self._ensure_kafka(timeout_s, report, started)
+                env = self.compose_env(bootstrap)
+                for name in SERVICES:
+                    if self.service_pid(name) is None:
+                        self._start_service(name, env, timeout_s, report, started)
+            except BaseException:
+                self._stop(list(reversed(started)))
+                raise
+        return started
+
+    def _ensure_kafka(self, timeout_s: float, report: Progress, started: list[str]) -> str:
+        broker = self.broker()
+        if broker.running_pid() is not None:
+            return broker.bootstrap
+        report(KAFKA, None)
+        begun = time.monotonic()
+        self._broker = broker
+        self._link_log(KAFKA, broker.log_path)
+        started.append(KAFKA)
+        broker.start()
+        broker.wait_ready(timeout_s)
+        report(KAFKA, time.monotonic() - begun)
+        return broker.bootstrap
+
+    def _start_service(
+        self, name: str, env: dict[str, str], timeout_s: float, report: Progress, started: list[str]
+    ) -> None:
+        server = _SERVER_OF[name](env)
+        _check_ports_free(name, server)
+        report(name, None)
+        begun = time.monotonic()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path(name)
+        if log_path.is_file():
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+        with log_path.open("wb") as output:
+            child = subprocess.Popen(
+                self.command(name),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+                start_new_session=True,  # Ctrl-C in the terminal that ran `up` leaves it running
+            )
+        self._children[name] = child
+        self.pid_path(name).write_text(f"{child.pid}\n")
+        started.append(name)
+        log.info("started %s pid %d (gRPC %s)", name, child.pid, server.grpc_address)
+        self._wait_serving(name, child, server, timeout_s)
+        report(name, time.monotonic() - begun)
+
+    def _wait_serving(
+        self, name: str, child: subprocess.Popen[bytes], server: ServerSettings, timeout_s: float
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        target = f"{LOOPBACK}:{server.grpc_port}"
+        while True:
+            if child.poll() is not None:
+                raise self._failure(name, f"exited with status {child.returncode} while starting")
+            status = check(target, timeout_s=1.0)
+            if status == SERVING:
+                return
+            if time.monotonic() > deadline:
+                raise self._failure(name, f"was not SERVING within {timeout_s:.0f} s ({status})")
+            time.sleep(POLL_S)
+
+    def _failure(self, name: str, what: str) -> StackError:
+        path = self.log_path(name)
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        tail = "\n".join(line[:300] for line in text.rstrip().splitlines()[-LOG_TAIL_LINES:])
+        return StackError(f"{name} {what}; the end of {path}:\n{tail or '(empty)'}")
+
+    def _link_log(self, name: str, target: Path) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        link = self.log_path(name)
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            link.symlink_to(os.path.relpath(target, self.logs_dir))
+
+    # -- down
+
+    def down(self) -> dict[str, int]:
+        """Stop the services (gateway first) and then the broker; return name -> pid of what
+        was stopped. A pid file whose process is gone, or is not ours, is only removed."""
+        if not self.root.is_dir():
+            return {}
+        with _locked(self.root / ".lock"):
+            return self._stop([*reversed(SERVICES), KAFKA])
+
+    def _stop(self, names: list[str]) -> dict[str, int]:
+        stopped = {}
+        for name in names:
+            if name == KAFKA:
+                broker = self.broker()
+                pid = broker.running_pid()
+                if broker.stop() and pid is not None:
+                    stopped[name] = pid
+                self._broker = None
+                continue
+            pid = self.service_pid(name)
+            if pid is not None:
+                self._terminate(name, pid)
+                stopped[name] = pid
+            self.pid_path(name).unlink(missing_ok=True)
+            self._children.pop(name, None)
+        return stopped
+
+    def _terminate(self, name: str, pid: int) -> None:
+        env = _process_env(pid)
+        try:
+            drain_s = _SERVER_OF[name](env).drain_s if env else 20.0
+        except ConfigError:
+            drain_s = 20.0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if self._wait_gone(name, pid, drain_s + self.stop_grace_s):
+            log.info("stopped %s pid %d", name, pid)
+            return
+        log.warning("%s pid %d did not drain within %.0f s; killing it", name, pid, drain_s)
+        with contextlib.suppress(ProcessLookupError):
+            # Its own session's group (start_new_session): anything it started goes too.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        if not self._wait_gone(name, pid, 10.0):
+            raise StackError(f"{name} (pid {pid}) survived SIGKILL")
+
+    def _wait_gone(self, name: str, pid: int, timeout_s: float) -> bool:
+        child = self._children.get(name)
+        if child is not None and child.pid == pid:
+            try:
+                child.wait(timeout_s)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout_s
+        while _process_args(pid) is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    # -- status
+
+    def status(self) -> list[ComponentStatus]:
+        """Kafka and each service: pid, health, ports and log (probing only what runs)."""
+        broker = self.broker()
+        env = self.compose_env(broker.bootstrap)
+        return [self._kafka_status(broker), *(self._service_status(n, env) for n in SERVICES)]
+
+    def is_up(self) -> bool:
+        return all(c.health == SERVING for c in self.status())
+
+    def _kafka_status(self, broker: Broker) -> ComponentStatus:
+        pid = broker.running_pid()
+        health = STOPPED
+        if pid is not None:
+            health = SERVING if _listens(broker.port) else UNREACHABLE
+        return ComponentStatus(
+            KAFKA, pid, pid is not None, health, broker.bootstrap, None, None, str(broker.log_path)
+        )
+
+    def _service_status(self, name: str, env: Mapping[str, str]) -> ComponentStatus:
+        pid = self.service_pid(name)
+        server = self.server(name, env)
+        address = f"{LOOPBACK}:{server.grpc_port}"
+        health = check(address) if pid is not None else STOPPED
+        return ComponentStatus(
+            name,
+            pid,
+            pid is not None,
+            health,
+            address,
+            server.grpc_port,
+            server.metrics_port,
+            str(self.log_path(name)),
+        )
+
+
+def _env_port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a port (1-65535)")
+    return int(raw)
+
+
+def _process_env(pid: int) -> dict[str, str] | None:
+    """The environment a process was started with (None if it cannot be read)."""
+    try:
+        raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Lets a port in TIME_WAIT count as free; a listener still makes bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _next_free_port(port: int) -> int:
+    for candidate in range(port, min(port + 100, 65536)):
+        if _port_free(candidate):
+            return candidate
+    return free_port()
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _check_ports_free(name: str, server: ServerSettings) -> None:
+    # gRPC binds with SO_REUSEPORT: a second server on a taken port would start, and the health
+    # probe could be answered by the other one. Refuse before starting instead.
+    prefix = f"FACESEARCH_{name.upper()}_"
+    for port, what in ((server.grpc_port, "GRPC_PORT"), (server.metrics_port, "METRICS_PORT")):
+        if not _port_free(port):
+            raise StackError(
+                f"{name} cannot start: port {port} is in use (another stack, or a stack of "
+                f"another data folder?); stop that, or choose another with {prefix}{what}"
+            )

@@ -1,0 +1,160 @@
+"""End to end: ``facesearch stack up`` with the real Kafka broker and the real services, on
+free ports in a temporary data folder; the sample photos (and ../shared/data/faces/
+face_recognition when present) indexed through the gateway with ``facesearch index
+--gateway``; ``search --gateway`` with yaoming.jpg finds Yao Ming in players.jpg first; every
+service's /metrics counts what was sent; everything SERVING, the health probe command agrees;
+after ``down`` no process of the stack is left."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from facesearch.broker import free_port, jars_ready
+from facesearch.stack import KAFKA, SERVICES
+
+FACESEARCH = Path(sys.executable).parent / "facesearch"
+UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    """No FACESEARCH_* or QDRANT_* from outside; every port free; the data folder in tmp."""
+    if shutil.which("java") is None or not jars_ready():
+        pytest.fail("java or the Kafka jars are missing: run scripts/setup")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    env["FACESEARCH_HOME"] = str(tmp_path / "home")
+    env["FACESEARCH_STACK_KAFKA_PORT"] = str(free_port())
+    env["FACESEARCH_STACK_KAFKA_CONTROLLER_PORT"] = str(free_port())
+    for name in SERVICES:
+        env[f"FACESEARCH_{name.upper()}_GRPC_PORT"] = str(free_port())
+        env[f"FACESEARCH_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return env
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FACESEARCH), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def processes_of(home: Path, pids: set[int]) -> list[str]:
+    """Live processes that belong to the stack of ``home``: one of ``pids``, or one started
+    with that data folder (the services' FACESEARCH_HOME, the broker's config path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            continue  # exited; only its parent's wait is missing
+        started_here = f"FACESEARCH_HOME={home}\0" in environ + "\0" or str(home) in args
+        if int(entry.name) in pids or started_here:
+            found.append(f"{entry.name}: {args.replace(chr(0), ' ')[:200]}")
+    return found
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """One sample of a service's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode("utf-8")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def index_and_search(
+    env: dict[str, str], gateway: str, demo: dict[str, Path], extra: Path | None
+) -> dict[str, Any]:
+    """Index the sample photos (and ``extra``) through the gateway; search with yaoming.jpg."""
+    photos = [demo[n] for n in ("players", "gdp", "t1")]
+    done = run(env, "index", "--gateway", gateway, "--json", *photos, *([extra] if extra else []))
+    summary = json.loads(done.stdout)
+    assert done.returncode == (3 if summary["failed"] else 0), done.stderr
+    # Only what a folder may hold besides photos is refused (face_recognition's one video).
+    assert all("video" in f["reason"] for f in summary["failed"]), summary["failed"]
+    found = run(env, "search", "--gateway", gateway, "--json", demo["yaoming"])
+    assert found.returncode == 0, found.stderr
+    (face,) = json.loads(found.stdout)["faces"]
+    assert Path(face["matches"][0]["path"]).name == "players.jpg"
+    return summary
+
+
+def assert_counted(components: dict[str, Any], sent: int) -> None:
+    """Every stage consumed and produced exactly the images sent (none was dead-lettered)."""
+    ports = {name: c["metrics_port"] for name, c in components.items()}
+    images, faces, embeddings = (f"facesearch.{t}.v1" for t in ("images", "faces", "embeddings"))
+    consumed, produced = "facesearch_messages_consumed_total", "facesearch_messages_produced_total"
+    assert metric(ports["gateway"], produced, topic=images) == sent
+    assert metric(ports["detector"], consumed, topic=images) == sent
+    assert metric(ports["detector"], produced, topic=faces) == sent
+    assert metric(ports["embedder"], consumed, topic=faces) == sent
+    assert metric(ports["embedder"], produced, topic=embeddings) == sent
+    assert metric(ports["search"], consumed, topic=embeddings) == sent
+
+
+def test_up_index_search_status_down(
+    stack_env: dict[str, str], demo: dict[str, Path], face_data_if_present: Path | None
+) -> None:
+    home = Path(stack_env["FACESEARCH_HOME"]).resolve()
+    pids: set[int] = set()
+    try:
+        done = run(stack_env, "stack", "up", "--json", timeout=UP_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        assert "starting kafka... ready in" in done.stderr
+        report = json.loads(done.stdout)
+        assert report["started"] == [KAFKA, *SERVICES]
+        components = {c["name"]: c for c in report["components"]}
+        pids = {c["pid"] for c in components.values()}
+        assert {n: c["health"] for n, c in components.items()} == {
+            n: "SERVING" for n in (KAFKA, *SERVICES)
+        }
+        gateway = components["gateway"]
+        assert gateway["grpc_port"] == int(stack_env["FACESEARCH_GATEWAY_GRPC_PORT"])
+        for name in SERVICES:
+            assert (home / "stack" / f"{name}.pid").read_text().strip() == str(
+                components[name]["pid"]
+            )
+
+        assert run(stack_env, "stack", "up").returncode == 0  # already up: leaves it alone
+        status = run(stack_env, "stack", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        probe = subprocess.run(
+            [sys.executable, "-m", "facesearch.health_probe", gateway["address"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert (probe.returncode, probe.stdout.strip()) == (0, "SERVING")
+        extra = face_data_if_present and face_data_if_present / "face_recognition"
+        summary = index_and_search(stack_env, gateway["address"], demo, extra)
+        assert summary["indexed"] >= 3
+        # Copies of one photo at other paths are sent (and processed, idempotently) too.
+        assert_counted(components, summary["indexed"] + summary["unchanged"])
+    finally:
+        down = run(stack_env, "stack", "down", "--json", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert set(json.loads(down.stdout)["stopped"]) == {KAFKA, *SERVICES}
+    assert processes_of(home, pids) == []
+    assert run(stack_env, "stack", "status").returncode == 3
+    assert (home / "stack" / "logs" / "kafka.log").is_file()

@@ -1,0 +1,493 @@
+"""GatewayClient and ``--gateway`` against an in-process fake FaceSearch servicer (unit tier:
+a gRPC server on 127.0.0.1 port 0, no models, no Qdrant): conversions both ways, error
+translation, the index wait loop, and the CLI's output through a gateway."""
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner, Result
+
+from facesearch import api_codec, codec
+from facesearch.cli import cli
+from facesearch.client import GatewayClient, GatewayIndexer, IndexItem, refusal
+from facesearch.errors import (
+    BadImageError,
+    FaceSearchError,
+    ImageTooLargeError,
+    NoFaceError,
+    NotFoundError,
+)
+from facesearch.indexing import InputFile, Outcome
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.records import Filters, ImageMeta, ImageRecord, Match, Selector, StoreStats
+from facesearch.rpc import MESSAGE_OPTIONS, translate_errors
+from facesearch.streaming import TransientError
+
+DEAD = "127.0.0.1:1"  # nothing listens on port 1
+MODEL = "fake-model"
+
+
+def faces_of(data: bytes) -> int:
+    """The fake's face count of an image: none for b"NOFACE..." (or b"FAIL..."), else
+    1 + len(data) % 3."""
+    if data.startswith((b"NOFACE", b"FAIL")):
+        return 0
+    return 1 + len(data) % 3
+
+
+@dataclass
+class Image:
+    """What the fake knows of one submitted image; b"FAIL..." is failed by the pipeline."""
+
+    request: api_pb2.IndexRequest
+    polls_left: int
+
+    @property
+    def faces(self) -> int:
+        return faces_of(self.request.data)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
+    """Queues images for ``polls`` GetImage calls, then indexes (or fails) them; searches
+    answer with every indexed face, best first."""
+
+    def __init__(self, polls: int = 2) -> None:
+        self.polls = polls
+        self.images: dict[str, Image] = {}
+        self.lock = threading.Lock()
+        self.last_search: api_pb2.SearchRequest | None = None
+        self.deleted: list[Selector] = []
+
+    def IndexImages(self, request_iterator: Iterator[api_pb2.IndexRequest], context: Any) -> Any:
+        results = []
+        for request in request_iterator:
+            if not request.data:
+                results.append(api_pb2.IndexResult(error="bad_image: the image is empty"))
+            elif request.data.startswith(b"HUGE"):
+                results.append(api_pb2.IndexResult(error="too_large: over the gateway's limit"))
+            else:
+                image_id = sha(request.data)
+                with self.lock:
+                    self.images.setdefault(image_id, Image(request, self.polls))
+                results.append(api_pb2.IndexResult(image_id=image_id))
+        return api_pb2.IndexImagesResponse(results=results)
+
+    @translate_errors
+    def GetImage(self, request: api_pb2.GetImageRequest, context: Any) -> Any:
+        image = self.images.get(request.image_id)
+        if image is None:
+            raise NotFoundError(f"no image {request.image_id}")
+        if image.polls_left > 0:
+            image.polls_left -= 1
+            return api_pb2.GetImageResponse(
+                image_id=request.image_id, status=api_pb2.IMAGE_STATUS_QUEUED
+            )
+        if image.request.data.startswith(b"FAIL"):
+            return api_pb2.GetImageResponse(
+                image_id=request.image_id,
+                status=api_pb2.IMAGE_STATUS_FAILED,
+                error="bad_image: cannot identify image file",
+            )
+        return api_pb2.GetImageResponse(
+            image_id=request.image_id,
+            status=api_pb2.IMAGE_STATUS_INDEXED,
+            image=api_codec.image_to_proto(self.record(request.image_id, image)),
+            faces=[
+                api_pb2.Face(face_index=i, box=codec.box_to_proto(box(i)), det_score=0.9)
+                for i in range(image.faces)
+            ],
+        )
+
+    def record(self, image_id: str, image: Image) -> ImageRecord:
+        r = image.request
+        meta = ImageMeta(r.source_url or r.path, r.path, r.label, r.collection or "default")
+        return ImageRecord(image_id, meta, image.faces, MODEL, 640, 480, "2024-01-01T00:00:00Z")
+
+    @translate_errors
+    def Search(self, request: api_pb2.SearchRequest, context: Any) -> Any:
+        self.last_search = request
+        if faces_of(request.image) == 0:
+            raise NoFaceError("no face found in the query image")
+        threshold = request.threshold if request.HasField("threshold") else 0.253
+        wanted = api_codec.filters_from_proto(request.filters)
+        matches = [m for m in self.matches() if wanted.collection in ("", m.collection)][
+            : request.top_k or 10
+        ]
+        face = api_pb2.QueryFace(
+            index=0,
+            box=codec.box_to_proto(box(0)),
+            det_score=0.875,
+            quality=0.5,
+            matches=[api_codec.match_to_proto(m) for m in matches],
+        )
+        return api_pb2.SearchResponse(faces=[face], model=MODEL, threshold=threshold)
+
+    def matches(self) -> list[Match]:
+        found: list[Match] = []
+        for image_id, image in self.images.items():
+            if image.polls_left == 0 and not image.request.data.startswith(b"FAIL"):
+                meta = self.record(image_id, image).meta
+                for i in range(image.faces):
+                    score = 0.9 - len(found) / 100
+                    found.append(
+                        Match(score, image_id, i, box(i), meta.source_uri, meta.path,
+                              meta.label, meta.collection, 0.8)
+                    )  # fmt: skip
+        return found
+
+    @translate_errors
+    def Compare(self, request: api_pb2.CompareRequest, context: Any) -> Any:
+        a, b = faces_of(request.image_a), faces_of(request.image_b)
+        if request.image_a == b"BROKEN" or request.image_b == b"BROKEN":
+            raise BadImageError("cannot identify image file")
+        same = request.image_a[:1] == request.image_b[:1]  # the "person" is the first byte
+        pairs = [
+            api_pb2.FacePair(a_index=i, b_index=j, similarity=0.8 if same and j == 0 else 0.1)
+            for i in range(a)
+            for j in range(b)
+        ]
+        face = [api_pb2.Face(face_index=i, box=codec.box_to_proto(box(i))) for i in range(9)]
+        return api_pb2.CompareResponse(
+            faces_a=face[:a], faces_b=face[:b], pairs=pairs, threshold=0.253, model=MODEL
+        )
+
+    @translate_errors
+    def Delete(self, request: api_pb2.DeleteRequest, context: Any) -> Any:
+        self.deleted.append(api_codec.selector_from_proto(request))
+        return api_pb2.DeleteResponse(images=2, faces=7)
+
+    def Stats(self, request: api_pb2.StatsRequest, context: Any) -> Any:
+        stats = StoreStats(3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333")
+        return api_codec.stats_to_proto(stats)
+
+
+def box(i: int) -> tuple[float, float, float, float]:
+    return (10.0 * i, 20.0, 10.0 * i + 40.0, 60.0)
+
+
+@pytest.fixture
+def fake() -> FakeFaceSearch:
+    return FakeFaceSearch()
+
+
+@pytest.fixture
+def target(fake: FakeFaceSearch) -> Iterator[str]:
+    server = grpc.server(ThreadPoolExecutor(4), options=MESSAGE_OPTIONS)
+    api_pb2_grpc.add_FaceSearchServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.fixture
+def client(target: str) -> Iterator[GatewayClient]:
+    with GatewayClient(target, timeout_s=10) as opened:
+        yield opened
+
+
+def photos(folder: Path, **files: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    return folder
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="facesearch")
+
+
+# -- GatewayClient ----------------------------------------------------------------------------
+
+
+def test_index_returns_an_id_per_accepted_image_and_the_refusal_of_the_others(
+    client: GatewayClient,
+) -> None:
+    results = client.index([IndexItem(b"abc"), IndexItem(b""), IndexItem(b"HUGE...")])
+
+    assert results[0] == sha(b"abc")
+    assert isinstance(results[1], BadImageError)
+    assert str(results[1]) == "the image is empty"
+    assert isinstance(results[2], ImageTooLargeError)
+
+
+def test_get_image_converts_the_record_and_faces(
+    client: GatewayClient, fake: FakeFaceSearch
+) -> None:
+    fake.polls = 0
+    (image_id,) = client.index([IndexItem(b"abcd", "/p/a.jpg", "ann", "", "people")])
+    state = client.get_image(str(image_id))
+
+    assert state.status == "indexed"
+    assert state.record is not None
+    assert state.record.meta == ImageMeta("/p/a.jpg", "/p/a.jpg", "ann", "people")
+    assert (state.record.faces, state.record.width, state.record.model) == (2, 640, MODEL)
+    assert [f.box for f in state.faces] == [box(0), box(1)]
+
+
+def test_search_sends_the_threshold_only_when_given_and_converts_matches(
+    client: GatewayClient, fake: FakeFaceSearch
+) -> None:
+    fake.polls = 0
+    client.index([IndexItem(b"abc", "/p/a.jpg", "ann", "http://x/a", "people")])
+
+    found = client.search(b"query", 5, None, Filters(collection="people"))
+    assert fake.last_search is not None and not fake.last_search.HasField("threshold")
+    assert fake.last_search.filters.collection == "people"
+    assert (found.model, found.threshold) == (MODEL, 0.253)  # float32 noise taken off
+    (face,) = found.faces
+    assert (face.index, face.box, face.det_score) == (0, box(0), 0.875)
+    best = face.matches[0]
+    assert replace(best, score=round(best.score, 4), det_score=round(best.det_score, 4)) == Match(
+        0.9, sha(b"abc"), 0, box(0), "http://x/a", "/p/a.jpg", "ann", "people", 0.8
+    )
+
+    assert client.search(b"query", 5, -1.0, Filters()).threshold == -1.0
+    assert fake.last_search.HasField("threshold")
+
+
+def test_a_query_without_a_face_is_a_no_face_error(client: GatewayClient) -> None:
+    with pytest.raises(NoFaceError, match=r"^no face found in the query image$"):
+        client.search(b"NOFACE", 5, None, Filters())
+
+
+def test_compare_gives_the_similarity_of_every_pair(client: GatewayClient) -> None:
+    found = client.compare(b"a12", b"a1")  # 1 + 3 % 3 = 1 face, 1 + 2 % 3 = 3 faces
+
+    assert (len(found.faces_a), len(found.faces_b)) == (1, 3)
+    assert found.similarity == [[pytest.approx(0.8), pytest.approx(0.1), pytest.approx(0.1)]]
+    assert found.threshold == 0.253
+
+
+def test_delete_and_stats(client: GatewayClient, fake: FakeFaceSearch) -> None:
+    assert client.delete(Selector(label="ann")) == (2, 7)
+    assert fake.deleted == [Selector(label="ann")]
+    assert client.stats() == StoreStats(
+        3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333"
+    )
+
+
+def test_a_dead_gateway_is_one_transient_line_naming_it() -> None:
+    with GatewayClient(DEAD, timeout_s=10) as dead, pytest.raises(TransientError) as caught:
+        dead.stats()
+    message = str(caught.value)
+    assert message.startswith(f"{DEAD} is unavailable (")
+    assert message.endswith("is the service running?")
+    assert "\n" not in message
+
+
+def test_an_unknown_image_is_not_found(client: GatewayClient) -> None:
+    with pytest.raises(NotFoundError):
+        client.get_image("0" * 64)
+
+
+def test_a_refusal_without_a_known_code_keeps_its_text() -> None:
+    assert isinstance(refusal("no_face: none"), NoFaceError)
+    error = refusal("the disk is full")
+    assert type(error) is FaceSearchError and str(error) == "the disk is full"
+
+
+# -- GatewayIndexer ---------------------------------------------------------------------------
+
+
+def index_outcomes(
+    client: GatewayClient, inputs: list[InputFile], wait_timeout_s: float = 10
+) -> dict[str, Outcome]:
+    outcomes: list[Outcome] = []
+    indexer = GatewayIndexer(client, 1000, wait_timeout_s=wait_timeout_s, poll_s=0.01)
+    indexer.run(inputs, outcomes.append)
+    assert len(outcomes) == len(inputs)
+    return {Path(o.path).name: o for o in outcomes}
+
+
+def test_images_are_waited_for_until_indexed_or_failed(
+    client: GatewayClient, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 3
+    folder = photos(tmp_path, a=b"abc", b=b"FAIL", c=b"", d=b"x" * 2000, copy=b"abc")
+    inputs = [InputFile(p, "ann") for p in sorted(folder.iterdir())]
+    inputs.append(InputFile(tmp_path / "missing.jpg", ""))
+
+    got = index_outcomes(client, inputs)
+
+    assert got["a.jpg"] == Outcome(str(folder / "a.jpg"), "indexed", sha(b"abc"), 1)
+    assert (got["copy.jpg"].status, got["copy.jpg"].faces) == ("unchanged", 1)
+    assert got["b.jpg"].status == "failed"
+    assert got["b.jpg"].reason == "bad_image: cannot identify image file"
+    assert got["c.jpg"].reason == "bad_image: the image is empty"
+    assert got["d.jpg"].reason == "too_large: 2000 bytes exceeds the limit of 1000 bytes"
+    assert got["missing.jpg"].reason == "unreadable: No such file or directory"
+    assert fake.images[sha(b"abc")].request.label == "ann"
+    assert fake.images[sha(b"abc")].request.path == str((folder / "a.jpg").resolve())
+
+
+def test_images_still_queued_at_the_wait_timeout_are_failed(
+    client: GatewayClient, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 10_000
+    folder = photos(tmp_path, a=b"abc")
+
+    got = index_outcomes(client, [InputFile(folder / "a.jpg", "")], wait_timeout_s=0.1)
+
+    assert got["a.jpg"].status == "failed"
+    assert got["a.jpg"].reason == "queued: not indexed within 0.1 s (see --wait-timeout)"
+
+
+def test_a_wait_timeout_of_zero_reports_the_images_queued(
+    client: GatewayClient, tmp_path: Path
+) -> None:
+    folder = photos(tmp_path, a=b"abc")
+
+    got = index_outcomes(client, [InputFile(folder / "a.jpg", "")], wait_timeout_s=0)
+
+    assert got["a.jpg"] == Outcome(str(folder / "a.jpg"), "queued", sha(b"abc"))
+
+
+# -- the CLI with --gateway -------------------------------------------------------------------
+
+
+def test_index_through_a_gateway_prints_the_embedded_summary(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 1
+    folder = photos(tmp_path / "people", a=b"abc", b=b"abcd", bad=b"FAIL")
+
+    result = run("index", folder, "--gateway", target, "--json")
+
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["images"], summary["indexed"], summary["faces_indexed"]) == (3, 2, 3)
+    assert summary["failed"] == [
+        {"path": str(folder / "bad.jpg"), "reason": "bad_image: cannot identify image file"}
+    ]
+    assert summary["queued"] == 0
+
+
+def test_index_with_wait_timeout_zero_says_what_is_queued(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    folder = photos(tmp_path / "people", a=b"abc")
+
+    result = run("index", folder, "--wait-timeout", "0", "--gateway", target)
+
+    assert result.exit_code == 0, result.output
+    assert "1 images queued at the gateway, not waited for" in result.stdout
+
+
+def test_search_through_a_gateway_prints_what_the_embedded_search_prints(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 0
+    run("index", photos(tmp_path / "g", a=b"abc"), "--label", "ann", "--gateway", target)
+    query = photos(tmp_path / "q", q=b"query") / "q.jpg"
+
+    text = run("search", query, "--gateway", target)
+    found = json.loads(run("search", query, "--gateway", target, "--json").stdout)
+
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[:3] == [
+        f"{query}: 1 face (threshold 0.253)",
+        "face 1: x 0-40, y 20-60, detector 0.88",
+        "   score  label            box                      where",
+    ]
+    assert set(found) == {"query", "model", "threshold", "faces"}
+    assert found["faces"][0]["matches"][0]["label"] == "ann"
+
+
+def test_a_query_without_a_face_through_a_gateway_is_the_embedded_error(
+    target: str, tmp_path: Path
+) -> None:
+    query = photos(tmp_path, grey=b"NOFACE") / "grey.jpg"
+
+    result = run("search", query, "--gateway", target)
+
+    assert result.exit_code == 1
+    assert result.stderr == f"facesearch: error: no face found in {query}\n"
+
+
+def test_delete_and_stats_through_a_gateway(target: str, fake: FakeFaceSearch) -> None:
+    deleted = run("delete", "--label", "ann", "--gateway", target)
+    stats = run("stats", "--gateway", target)
+
+    assert deleted.stdout == "deleted 7 faces of 2 images\n"
+    assert fake.deleted == [Selector(label="ann")]
+    assert stats.stdout.splitlines()[:3] == [
+        "data     http://qdrant:6333",
+        f"model    {MODEL}",
+        "images   3 (2 with faces)",
+    ]
+
+
+def test_compare_through_a_gateway_prints_face_recognition_lines(
+    target: str, tmp_path: Path
+) -> None:
+    known = photos(tmp_path / "known", alice=b"a1", bob=b"b12", nobody=b"NOFACE")
+    unknown = photos(tmp_path / "unknown", x=b"a123", y=b"NOFACE")
+
+    result = run("compare", known, unknown, "--gateway", target)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{unknown}/x.jpg,alice",  # first face: 0.8 with alice
+        f"{unknown}/x.jpg,unknown_person",
+        f"{unknown}/y.jpg,no_persons_found",
+    ]
+    assert f"WARNING: No faces found in {known}/nobody.jpg. Ignoring file." in result.stderr
+    assert f"WARNING: More than one face found in {known}/alice.jpg." in result.stderr
+
+
+def test_the_environment_names_the_gateway(target: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["stats", "--json"], prog_name="facesearch", env={"FACESEARCH_GATEWAY": target}
+    )
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["location"] == "http://qdrant:6333"
+
+
+def test_data_dir_and_gateway_together_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("stats", "--gateway", DEAD, "--data-dir", tmp_path)
+
+    assert result.exit_code == 2
+    assert "--data-dir is for the embedded index; leave it out with --gateway" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats"],
+        ["delete", "--label", "ann"],
+        ["search", "QUERY"],
+        ["index", "PHOTOS"],
+        ["compare", "PHOTOS", "PHOTOS"],
+        ["demo"],
+        ["eval", "lfw", "--root", "LFW", "--pairs", "LFW/pairs.txt"],
+    ],
+)
+def test_every_command_with_a_dead_gateway_fails_with_one_line(
+    args: list[str], tmp_path: Path
+) -> None:
+    folder = photos(tmp_path / "photos", a=b"abc")
+    lfw = tmp_path / "lfw"
+    photos(lfw / "A", A_0001=b"a", A_0002=b"b")
+    (lfw / "pairs.txt").write_text("1\nA 1 2\nA 1 A 2\n")
+    paths = {"QUERY": str(folder / "a.jpg"), "PHOTOS": str(folder), "LFW": str(lfw)}
+    args = [paths.get(a, a.replace("LFW", str(lfw))) for a in args]
+
+    result = run(*args, "--gateway", DEAD)
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"facesearch: error: {DEAD} is unavailable ("), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -11,7 +11,6 @@ output in ``broker.log``, its pid in ``broker.pid`` and the partitions in ``kraf
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -22,11 +21,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from facesearch.errors import ConfigError, FaceSearchError
+from facesearch.processes import file_lock, process_args, wait_gone
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def ensure_jars() -> Path:
     if _fetched(libs):
         return libs
     libs.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(libs.parent / ".fetch.lock"):
+    with file_lock(libs.parent / ".fetch.lock"):
         if not _fetched(libs):  # another process may have fetched while we waited
             _fetch(libs)
     return libs
@@ -113,16 +112,6 @@ def _fetched(libs: Path) -> bool:
         return False
     digest = _pom_digest()  # without the pom (an installed package), any complete fetch does
     return not digest or marker.read_text().strip() == digest
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _fetch(libs: Path) -> None:
@@ -194,20 +183,6 @@ def _random_cluster_id() -> str:
         text = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _process_args(pid: int) -> list[str] | None:
-    """The command line of a live process, or None when it is gone (or a zombie, which an init
-    that does not reap would keep forever). Linux only, as is the broker's use here."""
-    proc = Path("/proc") / str(pid)
-    try:
-        stat = (proc / "stat").read_text()
-        args = (proc / "cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    if stat.rpartition(")")[2].split()[0] == "Z":
-        return None
-    return [a.decode(errors="replace") for a in args.split(b"\0") if a]
 
 
 class Broker:
@@ -344,7 +319,7 @@ class Broker:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        args = _process_args(pid)
+        args = process_args(pid)
         # The pid may have been reused by another process since the broker ended.
         if args is None or "kafka.Kafka" not in args or str(self.config_path) not in args:
             return None
@@ -407,27 +382,13 @@ class Broker:
             return False
         with contextlib.suppress(ProcessLookupError):  # it may have just exited
             os.kill(pid, signal.SIGTERM)
-        if not self._wait_gone(pid, timeout):
+        if not wait_gone(pid, timeout, self._process):
             log.warning("Kafka broker pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            self._wait_gone(pid, 10.0)
+            wait_gone(pid, 10.0, self._process)
         self._forget()
         log.info("stopped Kafka broker pid %d", pid)
-        return True
-
-    def _wait_gone(self, pid: int, timeout: float) -> bool:
-        if self._process is not None and self._process.pid == pid:
-            try:
-                self._process.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while _process_args(pid) is not None:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
         return True
 
     def _forget(self) -> None:

@@ -12,7 +12,7 @@ three consumers ``_GROUP``.
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from facesearch.settings import CoreSettings, EnvReader
 
@@ -72,14 +72,28 @@ def _server(reader: EnvReader, name: str, grpc_port: int, metrics_port: int) -> 
     )
 
 
+@dataclass(frozen=True)
 class _ServiceSettings:
-    """What every service's settings share: reading, and listing the names read."""
+    """What every service's settings hold and share: where it listens, the broker, the core
+    settings; reading them, and listing the names read. A subclass adds its own fields by
+    overriding ``_own``."""
 
     NAME: ClassVar[str]
+    PORTS: ClassVar[tuple[int, int]]  # default gRPC and metrics ports
+    server: ServerSettings
+    kafka: KafkaSettings
+    core: CoreSettings
 
     @classmethod
     def read(cls, reader: EnvReader) -> Self:
-        raise NotImplementedError
+        server = _server(reader, cls.NAME, *cls.PORTS)
+        return cls(
+            server, KafkaSettings.read(reader), CoreSettings.read(reader), **cls._own(reader)
+        )
+
+    @classmethod
+    def _own(cls, reader: EnvReader) -> dict[str, Any]:
+        return {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -105,82 +119,58 @@ class _Placeholders(dict[str, str]):
 @dataclass(frozen=True)
 class DetectorSettings(_ServiceSettings):
     NAME: ClassVar[str] = "detector"
-    server: ServerSettings
-    kafka: KafkaSettings
-    core: CoreSettings
-
-    @classmethod
-    def read(cls, reader: EnvReader) -> "DetectorSettings":
-        return cls(
-            _server(reader, cls.NAME, 50052, 9102),
-            KafkaSettings.read(reader),
-            CoreSettings.read(reader),
-        )
+    PORTS: ClassVar[tuple[int, int]] = (50052, 9102)
 
 
 @dataclass(frozen=True)
 class EmbedderSettings(_ServiceSettings):
     NAME: ClassVar[str] = "embedder"
-    server: ServerSettings
-    kafka: KafkaSettings
-    core: CoreSettings
+    PORTS: ClassVar[tuple[int, int]] = (50053, 9103)
     max_batch: int = 16  # FacesEvents embedded together in one model call, at most
     max_wait_s: float = 0.05  # how long the first message of a batch waits for company
 
     @classmethod
-    def read(cls, reader: EnvReader) -> "EmbedderSettings":
-        return cls(
-            _server(reader, cls.NAME, 50053, 9103),
-            KafkaSettings.read(reader),
-            CoreSettings.read(reader),
-            max_batch=max(1, reader.number("FACESEARCH_EMBEDDER_MAX_BATCH", cls.max_batch, int)),
-            max_wait_s=reader.number("FACESEARCH_EMBEDDER_MAX_WAIT_MS", 50, float) / 1000,
-        )
+    def _own(cls, reader: EnvReader) -> dict[str, Any]:
+        return {
+            "max_batch": max(1, reader.number("FACESEARCH_EMBEDDER_MAX_BATCH", cls.max_batch, int)),
+            "max_wait_s": reader.number("FACESEARCH_EMBEDDER_MAX_WAIT_MS", 50, float) / 1000,
+        }
 
 
 @dataclass(frozen=True)
 class SearchSettings(_ServiceSettings):
-    NAME: ClassVar[str] = "search"
-    server: ServerSettings
-    kafka: KafkaSettings
-    core: CoreSettings  # QDRANT_URL, QDRANT_PATH, FACESEARCH_HOME
+    """The core settings give QDRANT_URL, QDRANT_PATH and FACESEARCH_HOME."""
 
-    @classmethod
-    def read(cls, reader: EnvReader) -> "SearchSettings":
-        return cls(
-            _server(reader, cls.NAME, 50054, 9104),
-            KafkaSettings.read(reader),
-            CoreSettings.read(reader),
-        )
+    NAME: ClassVar[str] = "search"
+    PORTS: ClassVar[tuple[int, int]] = (50054, 9104)
 
 
 @dataclass(frozen=True)
 class GatewaySettings(_ServiceSettings):
+    """The core settings give the image limits it enforces before anything is queued."""
+
     NAME: ClassVar[str] = "gateway"
-    server: ServerSettings
-    kafka: KafkaSettings
-    core: CoreSettings  # the image limits it enforces before anything is queued
-    detector: str  # HOST:PORT of the detector's gRPC server
-    embedder: str
-    search: str
+    PORTS: ClassVar[tuple[int, int]] = (50051, 9101)
+    detector: str = ""  # HOST:PORT of the detector's gRPC server
+    embedder: str = ""
+    search: str = ""
     deadline_s: float = 30.0  # for each call to the internal services
 
     @classmethod
-    def read(cls, reader: EnvReader) -> "GatewaySettings":
+    def _own(cls, reader: EnvReader) -> dict[str, Any]:
         def address(service: str) -> str:
             return reader.required(
                 f"FACESEARCH_GATEWAY_{service.upper()}", f"the {service} service's HOST:PORT"
             )
 
-        return cls(
-            _server(reader, cls.NAME, 50051, 9101),
-            KafkaSettings.read(reader),
-            CoreSettings.read(reader),
-            detector=address("detector"),
-            embedder=address("embedder"),
-            search=address("search"),
-            deadline_s=reader.number("FACESEARCH_GATEWAY_DEADLINE_SECONDS", cls.deadline_s, float),
-        )
+        return {
+            "detector": address("detector"),
+            "embedder": address("embedder"),
+            "search": address("search"),
+            "deadline_s": reader.number(
+                "FACESEARCH_GATEWAY_DEADLINE_SECONDS", cls.deadline_s, float
+            ),
+        }
 
 
 SERVICES: dict[str, type[_ServiceSettings]] = {

@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facesearch.broker import Broker, _locked, _process_args, free_port
+from facesearch.broker import Broker, free_port
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.health_probe import SERVING, UNREACHABLE, check
+from facesearch.processes import file_lock, process_args, wait_gone
 from facesearch.service_settings import (
     DetectorSettings,
     EmbedderSettings,
@@ -128,7 +129,7 @@ class Stack:
 
     def is_ours(self, name: str, pid: int) -> bool:
         """Whether ``pid`` runs that service (a pid in a stale pid file may have been reused)."""
-        args = _process_args(pid)
+        args = process_args(pid)
         module = f"{self.package}.{name}"
         return args is not None and any(
             a == "-m" and b == module for a, b in itertools.pairwise(args)
@@ -190,7 +191,7 @@ class Stack:
         report = progress or (lambda name, seconds: None)
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[str] = []
-        with _locked(self.root / ".lock"):
+        with file_lock(self.root / ".lock"):
             try:
                 bootstrap = self._ensure_kafka(timeout_s, report, started)
                 env = self.compose_env(bootstrap)
@@ -279,7 +280,7 @@ class Stack:
         was stopped. A pid file whose process is gone, or is not ours, is only removed."""
         if not self.root.is_dir():
             return {}
-        with _locked(self.root / ".lock"):
+        with file_lock(self.root / ".lock"):
             return self._stop([*reversed(SERVICES), KAFKA])
 
     def _stop(self, names: list[str]) -> dict[str, int]:
@@ -308,7 +309,7 @@ class Stack:
             drain_s = 20.0
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if self._wait_gone(name, pid, drain_s + self.stop_grace_s):
+        if wait_gone(pid, drain_s + self.stop_grace_s, self._children.get(name)):
             log.info("stopped %s pid %d", name, pid)
             return
         log.warning("%s pid %d did not drain within %.0f s; killing it", name, pid, drain_s)
@@ -318,23 +319,8 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
-        if not self._wait_gone(name, pid, 10.0):
+        if not wait_gone(pid, 10.0, self._children.get(name)):
             raise StackError(f"{name} (pid {pid}) survived SIGKILL")
-
-    def _wait_gone(self, name: str, pid: int, timeout_s: float) -> bool:
-        child = self._children.get(name)
-        if child is not None and child.pid == pid:
-            try:
-                child.wait(timeout_s)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout_s
-        while _process_args(pid) is not None:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
 
     # -- status
 

@@ -120,3 +120,10 @@ def test_negative_value_is_rejected(name: str, value: str) -> None:
 def test_zero_is_accepted() -> None:
     settings = CoreSettings.from_env({"FACESEARCH_THREADS": "0"})
     assert settings.models.threads == 0
+
+
+def test_qdrant_path_wins_over_home_but_not_over_an_explicit_data_dir(tmp_path: Path) -> None:
+    env = {"FACESEARCH_HOME": str(tmp_path / "home"), "QDRANT_PATH": str(tmp_path / "index")}
+    settings = CoreSettings.from_env(env)
+    assert settings.qdrant_path == tmp_path / "index"
+    assert settings.with_home(tmp_path / "other").qdrant_path == tmp_path / "other" / "qdrant"

@@ -1,0 +1,54 @@
+"""Background processes of the local stack (the broker and the services): their command lines,
+waiting for them to end, and the file lock that keeps two commands from racing. Linux only
+(/proc)."""
+
+import contextlib
+import fcntl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+POLL_S = 0.1
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_args(pid: int) -> list[str] | None:
+    """The command line of a live process, or None when it is gone (or a zombie, which an init
+    that does not reap would keep forever)."""
+    proc = Path("/proc") / str(pid)
+    try:
+        stat = (proc / "stat").read_text()
+        args = (proc / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if stat.rpartition(")")[2].split()[0] == "Z":
+        return None
+    return [a.decode(errors="replace") for a in args.split(b"\0") if a]
+
+
+def wait_gone(pid: int, timeout_s: float, child: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether process ``pid`` ended within ``timeout_s``; ``child`` is its Popen handle when
+    this process started it (waiting on it also reaps it)."""
+    if child is not None and child.pid == pid:
+        try:
+            child.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout_s
+    while process_args(pid) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True

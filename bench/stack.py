@@ -51,17 +51,30 @@ def stack_env(home: Path) -> dict[str, str]:
     return env
 
 
-def consumed(metrics_port: int, topic: str) -> float:
+def sample(metrics_port: int, name: str, **labels: str) -> float:
+    """One sample of a service's /metrics (0 when absent)."""
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as answer:
         text = answer.read().decode("utf-8")
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "facesearch_messages_consumed_total" and sample.labels == {
-                "topic": topic
-            }:
-                return float(sample.value)
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
     return 0.0
+
+
+def consumed(metrics_port: int, topic: str) -> float:
+    return sample(metrics_port, "facesearch_messages_consumed_total", topic=topic)
+
+
+def server_ms(ports: dict[str, int], calls: dict[str, str]) -> str:
+    """Mean server-side time of each internal call, from each service's own histogram."""
+    parts = []
+    for service, method in calls.items():
+        total = sample(ports[service], "facesearch_grpc_request_seconds_sum", method=method)
+        count = sample(ports[service], "facesearch_grpc_request_seconds_count", method=method)
+        parts.append(f"{method.rsplit('/', 1)[1]} {1000 * total / max(count, 1):.1f} ms")
+    return ", ".join(parts)
 
 
 def wait_consumed(port: int, topic: str, count: float, timeout: float = 3600) -> None:
@@ -164,6 +177,13 @@ def main() -> None:
                     f"Search             p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean "
                     f"{seconds.mean():.1f} ms ({len(queries)} queries, {gallery} faces)"
                 )
+                metrics_ports = {s.name: s.metrics_port or 0 for s in stack.status()}
+                calls = {
+                    "detector": "/facesearch.v1.Detector/Detect",
+                    "embedder": "/facesearch.v1.Embedder/Embed",
+                    "search": "/facesearch.v1.SearchIndex/SearchVectors",
+                }
+                print(f"server side means  {server_ms(metrics_ports, calls)}")
         finally:
             stack.down()
 

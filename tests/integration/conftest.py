@@ -23,6 +23,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from facesearch.broker import Broker, free_port, jars_ready
 from facesearch.cli import demo_photos
@@ -256,10 +257,6 @@ class ServiceProcess:
             time.sleep(0.2)
         pytest.fail(f"{self.name} not SERVING after {self.READY_S} s:\n{self.log_text()}")
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as answer:
-            return str(answer.read().decode("utf-8"))
-
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, and the exit status (the process is killed if it outlives ``timeout``)."""
         assert self.process is not None
@@ -315,3 +312,20 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         if service.process is not None and service.process.poll() is None:
             service.process.kill()
             service.process.wait()
+
+
+def scrape(port: int, name: str, **labels: str) -> float:
+    """One sample of the /metrics on 127.0.0.1:``port`` (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode("utf-8")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def metric() -> Callable[..., float]:
+    """``metric(port, name, **labels)``: one sample of a service's Prometheus metrics."""
+    return scrape

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from facesearch import codec
 from facesearch.ids import image_id
@@ -21,15 +20,6 @@ from facesearch.proto.v1 import api_pb2, events_pb2, internal_pb2, internal_pb2_
 
 Analyzed = dict[str, tuple[AnalyzedImage, np.ndarray]]
 DETECTOR_ID = "scrfd_500m_bnkps-test"
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of a Prometheus text exposition (0 when absent)."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 def image_event(path: Path) -> tuple[bytes, bytes]:
@@ -63,6 +53,7 @@ def test_detector_service_finds_faces_dead_letters_garbage_and_answers_detect(
     start_service: Callable[..., Any],
     demo: dict[str, Path],
     analyzed: Analyzed,
+    metric: Callable[..., float],
 ) -> None:
     env = service_env
     images, faces = env["FACESEARCH_TOPIC_IMAGES"], env["FACESEARCH_TOPIC_FACES"]
@@ -90,16 +81,16 @@ def test_detector_service_finds_faces_dead_letters_garbage_and_answers_detect(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert refused.value.details().startswith("bad_image")
 
-    text = detector.metrics()
-    assert metric(text, "facesearch_messages_consumed_total", topic=images) == 3
-    assert metric(text, "facesearch_messages_produced_total", topic=faces) == 2
+    port = detector.metrics_port
+    assert metric(port, "facesearch_messages_consumed_total", topic=images) == 3
+    assert metric(port, "facesearch_messages_produced_total", topic=faces) == 2
     assert (
-        metric(text, "facesearch_messages_dead_lettered_total", topic=images, reason="bad_message")
+        metric(port, "facesearch_messages_dead_lettered_total", topic=images, reason="bad_message")
         == 1
     )
     assert (
         metric(
-            text,
+            port,
             "facesearch_grpc_requests_total",
             method="/facesearch.v1.Detector/Detect",
             code="INVALID_ARGUMENT",
@@ -116,6 +107,7 @@ def test_embedder_service_embeds_in_batches_like_the_embedded_mode(
     start_service: Callable[..., Any],
     analyzed: Analyzed,
     face_models: Any,
+    metric: Callable[..., float],
 ) -> None:
     env = {
         **service_env,
@@ -138,9 +130,9 @@ def test_embedder_service_embeds_in_batches_like_the_embedded_mode(
         got = np.array([list(f.vector) for f in event.faces], dtype=np.float32)
         np.testing.assert_allclose(got.reshape(vectors.shape), vectors, atol=1e-4)
 
-    text = embedder.metrics()
-    batches = metric(text, "facesearch_batch_size_count", topic=faces)
-    assert metric(text, "facesearch_batch_size_sum", topic=faces) == 4
+    port = embedder.metrics_port
+    batches = metric(port, "facesearch_batch_size_count", topic=faces)
+    assert metric(port, "facesearch_batch_size_sum", topic=faces) == 4
     assert 1 <= batches < 4, "four waiting messages were never embedded together"
     with grpc.insecure_channel(embedder.target) as channel:
         stub = internal_pb2_grpc.EmbedderStub(channel)
@@ -171,6 +163,7 @@ def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
     start_service: Callable[..., Any],
     analyzed: Analyzed,
     face_models: Any,
+    metric: Callable[..., float],
 ) -> None:
     env = service_env
     topic, model = env["FACESEARCH_TOPIC_EMBEDDINGS"], face_models.model_id
@@ -206,7 +199,7 @@ def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
         stats = stub.Stats(api_pb2.StatsRequest())
         assert stats.images == 3
     # The restarted process read only what was new since the commit.
-    assert metric(again.metrics(), "facesearch_messages_consumed_total", topic=topic) == 1
+    assert metric(again.metrics_port, "facesearch_messages_consumed_total", topic=topic) == 1
     assert again.stop() == 0
     assert_committed_to_the_end(kafka, group, topic)
 

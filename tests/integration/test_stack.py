@@ -10,12 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from facesearch.broker import free_port, jars_ready
 from facesearch.stack import KAFKA, SERVICES
@@ -71,17 +70,6 @@ def processes_of(home: Path, pids: set[int]) -> list[str]:
     return found
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    """One sample of a service's /metrics (0 when absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode("utf-8")
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
-
-
 def index_and_search(
     env: dict[str, str], gateway: str, demo: dict[str, Path], extra: Path | None
 ) -> dict[str, Any]:
@@ -99,7 +87,7 @@ def index_and_search(
     return summary
 
 
-def assert_counted(components: dict[str, Any], sent: int) -> None:
+def assert_counted(components: dict[str, Any], sent: int, metric: Callable[..., float]) -> None:
     """Every stage consumed and produced exactly the images sent (none was dead-lettered)."""
     ports = {name: c["metrics_port"] for name, c in components.items()}
     images, faces, embeddings = (f"facesearch.{t}.v1" for t in ("images", "faces", "embeddings"))
@@ -113,7 +101,10 @@ def assert_counted(components: dict[str, Any], sent: int) -> None:
 
 
 def test_up_index_search_status_down(
-    stack_env: dict[str, str], demo: dict[str, Path], face_data_if_present: Path | None
+    stack_env: dict[str, str],
+    demo: dict[str, Path],
+    face_data_if_present: Path | None,
+    metric: Callable[..., float],
 ) -> None:
     home = Path(stack_env["FACESEARCH_HOME"]).resolve()
     pids: set[int] = set()
@@ -150,7 +141,7 @@ def test_up_index_search_status_down(
         summary = index_and_search(stack_env, gateway["address"], demo, extra)
         assert summary["indexed"] >= 3
         # Copies of one photo at other paths are sent (and processed, idempotently) too.
-        assert_counted(components, summary["indexed"] + summary["unchanged"])
+        assert_counted(components, summary["indexed"] + summary["unchanged"], metric)
     finally:
         down = run(stack_env, "stack", "down", "--json", timeout=300)
     assert down.returncode == 0, down.stderr

@@ -2,6 +2,7 @@
 Wiring only."""
 
 from facesearch.handlers import detector_handler
+from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.service import ServiceRuntime, run_service, stream_worker
@@ -24,7 +25,7 @@ def serve() -> int:
         kafka,
         kafka.images_topic,
         kafka.faces_topic,
-        handler=detector_handler(models, settings.core),
+        handler=detector_handler(models, settings.core, metrics=WorkMetrics()),
     )
     return runtime.serve(worker)
 

@@ -2,6 +2,7 @@
 SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only."""
 
 from facesearch.handlers import store_handler
+from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
 from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.service import ServiceRuntime, run_service, stream_worker
@@ -14,7 +15,8 @@ from .servicer import SERVICE_NAME, SearchServicer
 def serve() -> int:
     settings = SearchSettings.from_env()
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME])
-    servicer = SearchServicer()
+    metrics = WorkMetrics()
+    servicer = SearchServicer(metrics)
     internal_pb2_grpc.add_SearchIndexServicer_to_server(servicer, runtime.server)
     runtime.start()
     model_id, dim = recognizer_identity(settings.core.models)
@@ -24,7 +26,11 @@ def serve() -> int:
         servicer.store.set(store)
         kafka = settings.kafka
         worker = stream_worker(
-            settings.server, kafka, kafka.embeddings_topic, "", handler=store_handler(store)
+            settings.server,
+            kafka,
+            kafka.embeddings_topic,
+            "",
+            handler=store_handler(store, metrics=metrics),
         )
         return runtime.serve(worker)
     finally:

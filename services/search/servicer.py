@@ -6,6 +6,7 @@ import numpy as np
 
 from facesearch import api_codec
 from facesearch.errors import ConfigError, NotFoundError
+from facesearch.metrics import WorkMetrics
 from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
 from facesearch.rpc import Pending, translate_errors
 from facesearch.store import QdrantFaceStore
@@ -14,8 +15,9 @@ SERVICE_NAME = "facesearch.v1.SearchIndex"
 
 
 class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
-    def __init__(self) -> None:
+    def __init__(self, metrics: WorkMetrics) -> None:
         self.store: Pending[QdrantFaceStore] = Pending()
+        self.seconds = metrics.qdrant_seconds
 
     @translate_errors
     def SearchVectors(
@@ -30,12 +32,13 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
         vectors = np.array([list(v.values) for v in request.vectors], dtype=np.float32)
         if any(len(v.values) != store.dim for v in request.vectors):
             raise ConfigError(f"every query vector must have {store.dim} values")
-        results = store.query(
-            vectors,
-            max(1, request.top_k),
-            request.threshold,
-            api_codec.filters_from_proto(request.filters),
-        )
+        with self.seconds.labels("query").time():
+            results = store.query(
+                vectors,
+                max(1, request.top_k),
+                request.threshold,
+                api_codec.filters_from_proto(request.filters),
+            )
         return internal_pb2.SearchVectorsResponse(
             results=[
                 internal_pb2.VectorMatches(matches=[api_codec.match_to_proto(m) for m in found])
@@ -49,25 +52,31 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
         self, request: api_pb2.GetImageRequest, context: grpc.ServicerContext
     ) -> api_pb2.GetImageResponse:
         store = self.store.get()
-        image = store.get_image(request.image_id)
+        with self.seconds.labels("get").time():
+            image = store.get_image(request.image_id)
+            faces = store.get_faces(request.image_id) if image else []
         if image is None or image.model != store.model_id:
             raise NotFoundError(f"image {request.image_id} is not indexed")
         return api_pb2.GetImageResponse(
             image_id=image.image_id,
             status=api_pb2.IMAGE_STATUS_INDEXED,
             image=api_codec.image_to_proto(image),
-            faces=[api_codec.face_to_proto(f) for f in store.get_faces(image.image_id)],
+            faces=[api_codec.face_to_proto(f) for f in faces],
         )
 
     @translate_errors
     def Delete(
         self, request: api_pb2.DeleteRequest, context: grpc.ServicerContext
     ) -> api_pb2.DeleteResponse:
-        images, faces = self.store.get().delete(api_codec.selector_from_proto(request))
+        selector = api_codec.selector_from_proto(request)
+        with self.seconds.labels("delete").time():
+            images, faces = self.store.get().delete(selector)
         return api_pb2.DeleteResponse(images=images, faces=faces)
 
     @translate_errors
     def Stats(
         self, request: api_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> api_pb2.StatsResponse:
-        return api_codec.stats_to_proto(self.store.get().stats())
+        with self.seconds.labels("stats").time():
+            stats = self.store.get().stats()
+        return api_codec.stats_to_proto(stats)

@@ -7,6 +7,7 @@ that is down a ``TransientError`` (retried, then paused)."""
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
+from prometheus_client import Histogram
 
 from facesearch import codec
 from facesearch.errors import BadMessageError, StoreError, UnsupportedTypeError
@@ -23,9 +24,12 @@ from facesearch.streaming import BatchHandler, Handler, Message, Outcome, Transi
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
 
-def detector_handler(models: FaceModels, settings: CoreSettings) -> Handler:
+def detector_handler(
+    models: FaceModels, settings: CoreSettings, *, metrics: WorkMetrics | None = None
+) -> Handler:
     """ImageEvent -> FacesEvent: decode within the limits, detect, align."""
     detector = file_model_id(models.files.detector)
+    timer = metrics.inference_seconds.labels("detect") if metrics else None
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = codec.parse(events_pb2.ImageEvent, value)
@@ -33,7 +37,10 @@ def detector_handler(models: FaceModels, settings: CoreSettings) -> Handler:
             raise UnsupportedTypeError("images by URI are not read yet: send the bytes inline")
         if image_id(event.data) != event.image_id:
             raise BadMessageError(f"{event.image_id} is not the sha256 of the image bytes")
-        analyzed = analyze(event.data, models, settings)
+        with _timed(timer):
+            analyzed = analyze(event.data, models, settings)
+        if metrics is not None:
+            metrics.faces_per_image.observe(len(analyzed.faces))
         out = codec.faces_event(analyzed, event.meta, detector, event.submitted_at)
         return [(event.image_id.encode(), out.SerializeToString())]
 
@@ -51,7 +58,8 @@ def embedder_batch_handler(
         parsed = [_parse_faces(value) for _, value in messages]
         valid = [item for item in parsed if not isinstance(item, BadMessageError)]
         faces = [face for _, image in valid for face in image.faces]
-        with _timed(metrics if faces else None):  # no face, no model call: nothing to time
+        # No face, no model call: nothing to time.
+        with _timed(metrics.inference_seconds.labels("embed") if metrics and faces else None):
             vectors = embed_faces(models, faces)
         return _split(parsed, vectors, models.model_id)
 
@@ -66,10 +74,9 @@ def _parse_faces(value: bytes) -> Parsed | BadMessageError:
         return exc
 
 
-def _timed(metrics: WorkMetrics | None) -> AbstractContextManager[object]:
-    if metrics is None:
-        return nullcontext()
-    return metrics.inference_seconds.labels("embed").time()
+def _timed(histogram: Histogram | None) -> AbstractContextManager[object]:
+    """Time the block into ``histogram`` (a labelled child), or not at all."""
+    return nullcontext() if histogram is None else histogram.time()
 
 
 def _split(
@@ -90,8 +97,9 @@ def _split(
     return outcomes
 
 
-def store_handler(store: QdrantFaceStore) -> Handler:
+def store_handler(store: QdrantFaceStore, *, metrics: WorkMetrics | None = None) -> Handler:
     """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes."""
+    timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = codec.parse(events_pb2.EmbeddingsEvent, value)
@@ -102,7 +110,8 @@ def store_handler(store: QdrantFaceStore) -> Handler:
             )
         records = codec.records_from_embeddings(event, store.dim)
         try:
-            store.put_images([records])
+            with _timed(timer):
+                store.put_images([records])
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         return []

@@ -98,7 +98,8 @@ class WorkMetrics:
         )
         self.inference_seconds = Histogram(
             "facesearch_inference_seconds",
-            "Time in one model call, by stage (detect, embed).",
+            "Time of a stage's model work: detect = decode, detect and align one image; "
+            "embed = one model call on a batch of crops.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

@@ -97,6 +97,9 @@ def test_detector_service_finds_faces_dead_letters_garbage_and_answers_detect(
         )
         == 1
     )
+    assert metric(port, "facesearch_faces_per_image_count") == 2
+    assert metric(port, "facesearch_faces_per_image_sum") == sum(found.values())
+    assert metric(port, "facesearch_inference_seconds_count", stage="detect") == 2
     assert detector.stop() == 0
     assert_committed_to_the_end(kafka, env["FACESEARCH_DETECTOR_GROUP"], images)
 
@@ -187,6 +190,8 @@ def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
         with pytest.raises(grpc.RpcError) as refused:
             stub.SearchVectors(internal_pb2.SearchVectorsRequest(model="another-model"))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert metric(search.metrics_port, "facesearch_qdrant_seconds_count", operation="upsert") == 2
+    assert metric(search.metrics_port, "facesearch_qdrant_seconds_count", operation="query") == 1
     assert search.stop() == 0
     group = env["FACESEARCH_SEARCH_GROUP"]
     assert_committed_to_the_end(kafka, group, topic)

@@ -18,6 +18,7 @@ from facesearch.errors import (
     NotFoundError,
     UnsupportedTypeError,
 )
+from facesearch.ids import image_id as compute_image_id
 from facesearch.indexing import VIDEO_SUFFIXES, InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
@@ -228,13 +229,17 @@ class GatewayIndexer:
 
     def run(self, inputs: list[InputFile], on_outcome: Callable[[Outcome], None]) -> None:
         accepted: dict[str, list[str]] = {}  # image id -> the paths that gave it, in order
-        for batch in _batches(inputs, self._read, on_outcome):
-            results = self.client.index(item for _, item in batch)
-            for (path, _), result in zip(batch, results, strict=True):
+        for read in _batches(inputs, self._read, on_outcome):
+            # Copies of bytes already sent in this run are not sent again (as embedded: one
+            # analysis); they are reported "unchanged" with the first.
+            batch = _new_images(read, accepted)
+            results = self.client.index(item for _, item, _ in batch)
+            for (path, _, extra), result in zip(batch, results, strict=True):
                 if isinstance(result, FaceSearchError):
-                    on_outcome(Outcome(path, "failed", reason=f"{result.code}: {result}"))
+                    for failed in (path, *extra):
+                        on_outcome(Outcome(failed, "failed", reason=f"{result.code}: {result}"))
                 else:
-                    accepted.setdefault(result, []).append(path)
+                    accepted.setdefault(result, []).extend((path, *extra))
         if self.wait_timeout_s <= 0:
             for image_id, paths in accepted.items():
                 for path in paths:
@@ -286,6 +291,23 @@ def _report(state: ImageState, paths: list[str], on_outcome: Callable[[Outcome],
     on_outcome(Outcome(paths[0], "indexed", state.image_id, faces))
     for path in paths[1:]:
         on_outcome(Outcome(path, "unchanged", state.image_id, faces))
+
+
+def _new_images(
+    batch: list[tuple[str, IndexItem]], accepted: dict[str, list[str]]
+) -> list[tuple[str, IndexItem, list[str]]]:
+    """The items of ``batch`` whose bytes this run has not sent yet, each with the paths of
+    its copies in the batch; the paths of copies of images sent before join ``accepted``."""
+    new: dict[str, tuple[str, IndexItem, list[str]]] = {}
+    for path, item in batch:
+        key = compute_image_id(item.data)
+        if key in accepted:
+            accepted[key].append(path)
+        elif key in new:
+            new[key][2].append(path)
+        else:
+            new[key] = (path, item, [])
+    return list(new.values())
 
 
 def _batches(

@@ -69,10 +69,12 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         self.lock = threading.Lock()
         self.last_search: api_pb2.SearchRequest | None = None
         self.deleted: list[Selector] = []
+        self.sent: list[str] = []  # the path of every IndexRequest received
 
     def IndexImages(self, request_iterator: Iterator[api_pb2.IndexRequest], context: Any) -> Any:
         results = []
         for request in request_iterator:
+            self.sent.append(Path(request.path).name)
             if not request.data:
                 results.append(api_pb2.IndexResult(error="bad_image: the image is empty"))
             elif request.data.startswith(b"HUGE"):
@@ -324,6 +326,7 @@ def test_images_are_waited_for_until_indexed_or_failed(
 
     assert got["a.jpg"] == Outcome(str(folder / "a.jpg"), "indexed", sha(b"abc"), 1)
     assert (got["copy.jpg"].status, got["copy.jpg"].faces) == ("unchanged", 1)
+    assert fake.sent.count("a.jpg") + fake.sent.count("copy.jpg") == 1  # the bytes went once
     assert got["b.jpg"].status == "failed"
     assert got["b.jpg"].reason == "bad_image: cannot identify image file"
     assert got["c.jpg"].reason == "bad_image: the image is empty"

@@ -17,8 +17,25 @@ class ImageMeta:
 
 
 @dataclass(frozen=True)
+class VideoSpan:
+    """Where a face of a video was seen: its track's first and last sampled frame and the
+    frame this face was taken from (milliseconds from the start)."""
+
+    video_id: str
+    track_id: int
+    t_start_ms: int
+    t_end_ms: int
+    best_ms: int
+
+    def payload(self) -> dict[str, Any]:
+        # frame_ms is DESIGN's name for the time of the frame a point was taken from.
+        return {**asdict(self), "frame_ms": self.best_ms}
+
+
+@dataclass(frozen=True)
 class FaceRecord:
-    """One indexed face; ``vector`` is L2-normalised."""
+    """One indexed face; ``vector`` is L2-normalised. ``video`` is set for a face of a video
+    (its ``image_id`` is then the video's id)."""
 
     image_id: str
     face_index: int
@@ -26,6 +43,7 @@ class FaceRecord:
     det_score: float
     quality: float
     vector: list[float] = field(repr=False)
+    video: VideoSpan | None = None
 
 
 @dataclass(frozen=True)
@@ -37,9 +55,12 @@ class ImageRecord:
     width: int
     height: int
     ingested_at: str  # ISO 8601, UTC
+    kind: str = "image"  # image | video
+    duration_ms: int = 0  # videos only
+    tracks: int = 0  # videos only: face tracks found; ``faces`` counts the points stored
 
     def payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "image_id": self.image_id,
             **asdict(self.meta),
             "faces": self.faces,
@@ -48,6 +69,9 @@ class ImageRecord:
             "height": self.height,
             "ingested_at": self.ingested_at,
         }
+        if self.kind != "image":  # still images keep the payload they always had
+            payload.update(kind=self.kind, duration_ms=self.duration_ms, tracks=self.tracks)
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "ImageRecord":
@@ -65,12 +89,17 @@ class ImageRecord:
             width=int(payload.get("width", 0)),
             height=int(payload.get("height", 0)),
             ingested_at=payload.get("ingested_at", ""),
+            kind=payload.get("kind", "image"),
+            duration_ms=int(payload.get("duration_ms", 0)),
+            tracks=int(payload.get("tracks", 0)),
         )
 
 
 @dataclass(frozen=True)
 class Match:
-    """A stored face that resembles a query face; ``score`` is cosine similarity."""
+    """A stored face that resembles a query face; ``score`` is cosine similarity. A face of a
+    video has its ``video_id`` (empty for still images) and times in milliseconds: its track's
+    first and last sampled frame and the frame of this face (``best_ms``); -1 for images."""
 
     score: float
     image_id: str
@@ -81,6 +110,10 @@ class Match:
     label: str
     collection: str
     det_score: float
+    video_id: str = ""
+    t_start_ms: int = -1
+    t_end_ms: int = -1
+    best_ms: int = -1
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ WAIT_SLICE_S = 0.2
 
 
 class ServiceRuntime:
+    """The process around one service's servicer and stream loop (see the module's text)."""
+
     def __init__(
         self, settings: ServerSettings, services: list[str], *, reflection: bool = False
     ) -> None:
@@ -95,6 +97,8 @@ class ServiceRuntime:
         return status
 
     def _run(self, worker: StreamWorker | None) -> None:
+        if self._stopping:  # the signal came while the models were loading
+            return
         if worker is not None:
             # run() returns once stop() was called (from the signal handler) and it committed.
             worker.run()

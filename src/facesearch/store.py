@@ -191,6 +191,8 @@ class QdrantFaceStore:
             "ingested_at": image.ingested_at,
             "model": self.model_id,
         }
+        if face.video is not None:
+            payload.update(face.video.payload())
         point_id = face_point_id(image.image_id, face.face_index, self.model_id)
         return models.PointStruct(id=point_id, vector=face.vector, payload=payload)
 
@@ -319,4 +321,8 @@ def _match(score: float, payload: dict[str, Any]) -> Match:
         label=payload.get("label", ""),
         collection=payload.get("collection", "default"),
         det_score=float(payload.get("det_score", 0.0)),
+        video_id=payload.get("video_id", ""),
+        t_start_ms=int(payload.get("t_start_ms", -1)),
+        t_end_ms=int(payload.get("t_end_ms", -1)),
+        best_ms=int(payload.get("best_ms", -1)),
     )

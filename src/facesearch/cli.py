@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from facesearch import __version__, output
+from facesearch import __version__, identities, output
 from facesearch.calibration import LFW_THRESHOLD
+from facesearch.cli_calibrate import calibrate
 from facesearch.cli_common import (
     EXIT_PARTIAL,
     backend,
@@ -22,12 +23,16 @@ from facesearch.cli_common import (
 from facesearch.cli_group import ReportingGroup
 from facesearch.cli_stack import stack
 from facesearch.cli_tools import compare, demo, demo_photos, eval_group
+from facesearch.cli_video import show_frame
+from facesearch.client import Found
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id
 from facesearch.records import Filters, Selector
 from facesearch.settings import CoreSettings
 
 __all__ = ["cli", "demo_photos", "main"]
+TOP_K = 10
+TOP_K_BY_PERSON = 100  # appearances are counted among the matches: look further
 
 
 @click.group(
@@ -54,6 +59,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option(
     "--label-from-dir", is_flag=True, help="Label each image with the name of its folder."
 )
+@click.option(
+    "--label-from-name",
+    is_flag=True,
+    help="Label each image with its file name without the extension (compare's known folder: "
+    "alice.jpg is alice).",
+)
 @click.option("--source-url", default="", help="Record this URL as where the images came from.")
 @click.option("--collection", default="default", show_default=True, help="Gallery to index into.")
 @data_dir_option
@@ -66,6 +77,7 @@ def index(
     paths: tuple[Path, ...],
     label: str,
     label_from_dir: bool,
+    label_from_name: bool,
     source_url: str,
     collection: str,
     data_dir: Path | None,
@@ -81,11 +93,19 @@ def index(
 
     With --gateway the files are sent to the gateway, then the command waits (--wait-timeout)
     until its pipeline has indexed each, or failed it with a reason.
+
+    A face that fails the quality gate (too small, blurred, turned too far, or a low detector
+    score: FACESEARCH_MIN_FACE_PX, _MIN_SHARPNESS, _MAX_YAW, _MIN_DET_SCORE) is not indexed;
+    the summary counts these by reason and --json lists each under "unindexed_faces".
     """
     if label and label_from_dir:
         raise click.UsageError("give --label or --label-from-dir, not both")
+    if label_from_name and (label or label_from_dir):
+        raise click.UsageError("give one of --label, --label-from-dir, --label-from-name")
     with backend(settings, data_dir, gateway, wait_timeout) as work:
-        summary = run_index(work, list(paths), label, label_from_dir, source_url, collection)
+        summary = run_index(
+            work, list(paths), label, label_from_dir, source_url, collection, label_from_name
+        )
     if as_json:
         output.emit_json(output.summary_json(summary))
     else:
@@ -104,7 +124,11 @@ def read_query(path: Path) -> bytes:
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option(
-    "--top-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Matches per face."
+    "--top-k",
+    default=None,
+    type=click.IntRange(1, 1000),
+    help=f"Matches per face [default: {TOP_K}; {TOP_K_BY_PERSON} with --by-person, as a "
+    "person's appearances are counted among them].",
 )
 @click.option(
     "--threshold",
@@ -116,6 +140,14 @@ def read_query(path: Path) -> bytes:
 )
 @click.option("--label", default="", help="Only faces with this label.")
 @click.option("--collection", default="", help="Only faces in this gallery.")
+@click.option(
+    "--by-person",
+    is_flag=True,
+    help="Answer per person: for each face, the labelled people it resembles with their best "
+    "score, how many matching faces they have, and the best one's box and image. A person is "
+    "given to one face of IMAGE at most (faces and people paired jointly, by the Hungarian "
+    "algorithm); matches without a label are counted, not listed.",
+)
 @data_dir_option
 @gateway_option
 @json_option
@@ -123,10 +155,11 @@ def read_query(path: Path) -> bytes:
 def search(
     settings: CoreSettings,
     image: Path,
-    top_k: int,
+    top_k: int | None,
     threshold: float | None,
     label: str,
     collection: str,
+    by_person: bool,
     data_dir: Path | None,
     gateway: str | None,
     as_json: bool,
@@ -134,25 +167,39 @@ def search(
     """Find where the faces in IMAGE appear among the indexed ones ("-" reads standard input).
 
     Every face in IMAGE is reported with its best matches: score (cosine similarity, 1 is
-    identical), label, box and the file or URL it came from.
+    identical), label, box and the file or URL it came from. A face that would fail the
+    indexing quality gate is searched all the same, with a warning (stderr; "warnings" in
+    --json, present only when there are any).
     """
     data = read_query(image)
+    top_k = top_k or (TOP_K_BY_PERSON if by_person else TOP_K)
     with backend(settings, data_dir, gateway) as work:
         try:
             found = work.search(data, top_k, threshold, Filters(label, "", collection))
         except NoFaceError as exc:
             raise NoFaceError(f"no face found in {image}") from exc
-    if as_json:
-        output.emit_json(
-            {
-                "query": str(image),
-                "model": found.model,
-                "threshold": found.threshold,
-                "faces": [output.query_face_json(f) for f in found.faces],
-            }
-        )
-    else:
-        output.print_search(str(image), found.faces, found.threshold)
+    show_found(str(image), found, by_person, as_json)
+
+
+def show_found(query: str, found: Found, by_person: bool, as_json: bool) -> None:
+    answers = identities.by_person(found.faces) if by_person else []
+    if not as_json:
+        output.print_query_warnings(query, found.faces)
+        if by_person:
+            output.print_by_person(query, answers, found.threshold)
+        else:
+            output.print_search(query, found.faces, found.threshold)
+        return
+    faces = (
+        [output.face_people_json(a) for a in answers]
+        if by_person
+        else [output.query_face_json(f) for f in found.faces]
+    )
+    data = {"query": query, "model": found.model, "threshold": found.threshold, "faces": faces}
+    warnings = output.query_warnings_json(found.faces)
+    if warnings:  # absent rather than empty, so the answer for a good query is unchanged
+        data["warnings"] = warnings
+    output.emit_json(data)
 
 
 @cli.command()
@@ -216,6 +263,8 @@ def stats(
 
 for command in (compare, demo, eval_group, stack):
     cli.add_command(command)
+cli.add_command(show_frame)
+cli.add_command(calibrate)
 
 
 def main() -> None:

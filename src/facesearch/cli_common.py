@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from facesearch.calibration import LFW_THRESHOLD
 from facesearch.client import Found, GatewayClient, GatewayIndexer
+from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
@@ -194,9 +195,12 @@ def run_index(
     label_from_dir: bool = False,
     source_url: str = "",
     collection: str = "default",
+    label_from_name: bool = False,
     show_progress: bool = True,
 ) -> IndexReport:
     inputs, ignored = collect_inputs(paths, label, label_from_dir)
+    if label_from_name:
+        inputs = label_by_name(inputs)
     report = IndexReport(ignored=ignored)
     start = time.perf_counter()
     with tqdm(

@@ -1,4 +1,5 @@
-"""``facesearch eval lfw``: the whole pipeline on every image a pairs file names."""
+"""``facesearch eval lfw`` and ``facesearch calibrate``: the whole pipeline on every image a pairs
+file names, or on every image of a folder-per-person dataset, to scores of labelled pairs."""
 
 import time
 from collections.abc import Callable
@@ -8,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from facesearch import lfw
-from facesearch.errors import FaceSearchError
+from facesearch.calibration import pair_scores
+from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.faces import central_face, detect_faces
 from facesearch.images import decode_image
+from facesearch.indexing import collect_inputs
 from facesearch.models import FaceModels
 from facesearch.settings import CoreSettings
 
@@ -51,6 +54,14 @@ def embed_central_face(path: Path, models: FaceModels, settings: CoreSettings) -
     return None if face is None else models.embed([face.crop])[0]
 
 
+def try_embed(path: Path, models: FaceModels, settings: CoreSettings) -> np.ndarray | None:
+    """``embed_central_face``, with None also for a file that is missing or not an image."""
+    try:
+        return embed_central_face(path, models, settings)
+    except (OSError, FaceSearchError):
+        return None
+
+
 def evaluate_lfw(
     root: Path,
     pairs_file: Path,
@@ -63,10 +74,7 @@ def evaluate_lfw(
     start = time.perf_counter()
     vectors: dict[str, np.ndarray | None] = {}
     for name in names:
-        try:
-            vectors[name] = embed_central_face(root / name, models, settings)
-        except (OSError, FaceSearchError):
-            vectors[name] = None
+        vectors[name] = try_embed(root / name, models, settings)
         on_image()
     seconds = time.perf_counter() - start
     # A pair with an image we could not read or find a face in scores -1: a miss if same person.
@@ -90,3 +98,113 @@ def evaluate_lfw(
 
 def _score(left: np.ndarray | None, right: np.ndarray | None) -> float:
     return -1.0 if left is None or right is None else float(np.dot(left, right))
+
+
+@dataclass(frozen=True)
+class LabelledScores:
+    """Scores of same-person (genuine) and different-person (impostor) pairs, and the images
+    they came from; images without a face (or unreadable) take part in no pair."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    images: int
+    people: int
+    no_face: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Central-face embeddings of labelled images: a row per image with a face."""
+
+    vectors: np.ndarray
+    labels: list[str]
+    paths: list[str]  # relative to the dataset's folder
+    no_face: list[str]
+    seconds: float
+
+
+def person_images(root: Path) -> list[tuple[str, Path]]:
+    """(person, image) for every image under each sub-folder of ``root``, the sub-folder's
+    name being the person; files directly in ``root`` are not anyone's."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder")
+    found: list[tuple[str, Path]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        inputs, _ = collect_inputs([folder], folder.name, False)
+        found.extend((item.label, item.path) for item in inputs)
+    if not found:
+        raise ConfigError(f"no images in sub-folders of {root}: it needs one folder per person")
+    return found
+
+
+def embed_people(
+    root: Path,
+    models: FaceModels,
+    settings: CoreSettings,
+    on_image: Callable[[], None] = lambda: None,
+) -> Embedded:
+    """Embed the central face of every image of a folder-per-person dataset, once each."""
+    start = time.perf_counter()
+    rows, labels, paths, no_face = [], [], [], []
+    for person, path in person_images(root):
+        vector = try_embed(path, models, settings)
+        relative = str(path.relative_to(root))
+        if vector is None:
+            no_face.append(relative)
+        else:
+            rows.append(vector)
+            labels.append(person)
+            paths.append(relative)
+        on_image()
+    vectors = np.stack(rows) if rows else np.zeros((0, models.dim), np.float32)
+    return Embedded(vectors, labels, paths, no_face, time.perf_counter() - start)
+
+
+def folder_scores(
+    root: Path,
+    models: FaceModels,
+    settings: CoreSettings,
+    on_image: Callable[[], None] = lambda: None,
+) -> LabelledScores:
+    """Every same-person and every different-person pair among the images of ``root``."""
+    embedded = embed_people(root, models, settings, on_image)
+    genuine, impostor = pair_scores(embedded.vectors, embedded.labels)
+    return LabelledScores(
+        genuine,
+        impostor,
+        images=len(embedded.paths) + len(embedded.no_face),
+        people=len(set(embedded.labels)),
+        no_face=embedded.no_face,
+        seconds=embedded.seconds,
+    )
+
+
+def pairs_file_scores(
+    root: Path,
+    pairs_file: Path,
+    models: FaceModels,
+    settings: CoreSettings,
+    on_image: Callable[[], None] = lambda: None,
+) -> LabelledScores:
+    """The pairs a pairs file lists, as genuine or impostor by its own labels."""
+    pairs = lfw.read_pairs(pairs_file)
+    names = sorted({p.left for p in pairs} | {p.right for p in pairs})
+    start = time.perf_counter()
+    vectors: dict[str, np.ndarray | None] = {}
+    for name in names:
+        vectors[name] = try_embed(root / name, models, settings)
+        on_image()
+    scored = [
+        (p.same, float(np.dot(left, right)))
+        for p in pairs
+        if (left := vectors[p.left]) is not None and (right := vectors[p.right]) is not None
+    ]
+    return LabelledScores(
+        genuine=np.array([s for same, s in scored if same], np.float32),
+        impostor=np.array([s for same, s in scored if not same], np.float32),
+        images=len(names),
+        people=len({name.split("/")[0] for name in names}),
+        no_face=[n for n, v in vectors.items() if v is None],
+        seconds=time.perf_counter() - start,
+    )

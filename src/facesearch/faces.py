@@ -8,6 +8,7 @@ import numpy as np
 
 from facesearch.detection import DetectorInput, prepare_input
 from facesearch.models import FaceModels
+from facesearch.settings import QualityGate
 
 ALIGNED_SIZE = 112
 # ArcFace's canonical landmark positions in a 112x112 crop (eyes, nose tip, mouth corners).
@@ -55,15 +56,70 @@ def align_face(bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(bgr, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), borderValue=0.0)
 
 
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of the aligned crop: low when blurred (or blown up from a few
+    pixels, which is the same loss of detail)."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def min_side(box: tuple[float, float, float, float]) -> float:
+    return min(box[2] - box[0], box[3] - box[1])
+
+
 def face_quality(
     crop: np.ndarray, box: tuple[float, float, float, float], det_score: float
 ) -> float:
     """A 0..1 heuristic: detector confidence, damped for small faces (under 64 px) and for blur
     (variance of the Laplacian of the aligned crop under 100)."""
-    side = min(box[2] - box[0], box[3] - box[1])
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
-    return float(det_score * min(1.0, side / 64.0) * min(1.0, sharpness / 100.0))
+    return float(det_score * min(1.0, min_side(box) / 64.0) * min(1.0, sharpness(crop) / 100.0))
+
+
+def yaw_proxy(landmarks: np.ndarray) -> float:
+    """How far the head is turned, from the 5 landmarks: the nose tip's distance from the
+    face's midline (eyes' midpoint to mouth corners' midpoint), over the distance between the
+    eyes. Roll and pitch leave it unchanged; a frontal face gives about 0 and, with the nose
+    standing out about half the eye distance, a yaw of A gives about 0.5 * tan(A) (45 deg: 0.5,
+    63 deg: 1.0), growing without bound towards a profile, where the eyes close up."""
+    left_eye, right_eye, nose, left_mouth, right_mouth = landmarks.astype(np.float64)
+    eyes_mid = (left_eye + right_eye) / 2
+    midline = (left_mouth + right_mouth) / 2 - eyes_mid
+    eye_distance = float(np.linalg.norm(right_eye - left_eye))
+    length = float(np.linalg.norm(midline))
+    if eye_distance < 1e-6 or length < 1e-6:
+        return float("inf")  # landmarks collapsed onto each other: no frontal face there
+    offset = nose - eyes_mid
+    return abs(float(offset[0] * midline[1] - offset[1] * midline[0])) / length / eye_distance
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a face fails the quality gate: the measured value and the limit it missed."""
+
+    reason: str  # too_small | blurred | extreme_pose | low_confidence
+    value: float
+    limit: float
+
+    def describe(self) -> str:
+        side = "above" if self.reason == "extreme_pose" else "below"
+        return f"{self.reason} ({self.value:.3g} {side} {self.limit:.3g})"
+
+
+def check_quality(face: DetectedFace, gate: QualityGate) -> Rejection | None:
+    """The first test of the gate the face fails (in the order of ``Rejection.reason``), or
+    None when it may be indexed."""
+    side = min_side(face.box)
+    if side < gate.min_face_px:
+        return Rejection("too_small", side, gate.min_face_px)
+    sharp = sharpness(face.crop)
+    if sharp < gate.min_sharpness:
+        return Rejection("blurred", sharp, gate.min_sharpness)
+    yaw = yaw_proxy(face.landmarks)
+    if yaw > gate.max_yaw:
+        return Rejection("extreme_pose", yaw, gate.max_yaw)
+    if face.det_score < gate.min_det_score:
+        return Rejection("low_confidence", face.det_score, gate.min_det_score)
+    return None
 
 
 def detect_faces(

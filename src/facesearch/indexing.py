@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.detection import DetectorInput, prepare_input
-from facesearch.errors import FaceSearchError, ImageTooLargeError, UnsupportedTypeError
+from facesearch.errors import FaceSearchError, ImageTooLargeError
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import IMAGE_SUFFIXES, decode_image
 from facesearch.models import FaceModels
-from facesearch.pipeline import analyze_decoded, embed, to_records
+from facesearch.pipeline import UnindexedFace, analyze_decoded, apply_gate, embed, to_records
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord
-from facesearch.settings import CoreSettings
+from facesearch.settings import CoreSettings, EnvReader
 from facesearch.store import QdrantFaceStore
+from facesearch.video import VideoSettings, file_sha256
+from facesearch.video_indexing import index_video
 
 _FLUSH_EVERY = 32
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
@@ -38,6 +40,8 @@ class Outcome:
     image_id: str = ""
     faces: int = 0
     reason: str = ""
+    unindexed: tuple[UnindexedFace, ...] = ()  # faces the quality gate kept out
+    tracks: int = 0  # a video's face tracks (``faces`` counts the faces stored for them)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Summary:
     ignored: int = 0
     failed: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
+    unindexed: list[tuple[str, UnindexedFace]] = field(default_factory=list)  # (path, face)
 
     def add(self, outcome: Outcome) -> None:
         self.images += 1
@@ -61,6 +66,7 @@ class Summary:
             self.indexed += 1
             self.faces_indexed += outcome.faces
             self.no_faces += outcome.faces == 0
+            self.unindexed.extend((outcome.path, face) for face in outcome.unindexed)
 
     def failure_reasons(self) -> dict[str, int]:
         return dict(Counter(o.reason.split(":")[0] for o in self.failed))
@@ -84,7 +90,7 @@ def collect_inputs(
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder) / name
-                if path.suffix.lower() in IMAGE_SUFFIXES:
+                if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                     found.append(labelled(path))
                 else:
                     ignored += 1
@@ -99,8 +105,9 @@ class _Loaded:
     meta: ImageMeta
     image_id: str
     previous: ImageRecord | None
-    bgr: np.ndarray | None  # None when the image is already indexed as it is
+    bgr: np.ndarray | None  # None when the image is already indexed as it is, or a video
     detector_input: DetectorInput | None = None
+    video: bool = False  # a video to index: its frames are read while it is indexed
 
 
 class Indexer:
@@ -115,10 +122,12 @@ class Indexer:
         settings: CoreSettings,
         source_url: str = "",
         collection: str = "default",
+        video: VideoSettings | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.settings = settings
+        self.video = video or VideoSettings.read(EnvReader(os.environ))
         self.source_url = source_url
         self.collection = collection
 
@@ -148,7 +157,7 @@ class Indexer:
         path = str(item.path)
         try:
             if item.path.suffix.lower() in VIDEO_SUFFIXES:
-                raise UnsupportedTypeError("video files are not indexed yet")
+                return self._load_video(item)
             limit = self.settings.limits.max_bytes
             size = item.path.stat().st_size
             if size > limit:
@@ -167,6 +176,34 @@ class Indexer:
             return Outcome(path, "failed", reason=f"{exc.code}: {exc}")
         except OSError as exc:
             return Outcome(path, "failed", reason=f"unreadable: {exc.strerror or exc}")
+
+    def _load_video(self, item: InputFile) -> "_Loaded":
+        """Hash and look up a video; its frames are read later, while it is indexed."""
+        image_id = file_sha256(item.path)
+        local = str(item.path.resolve())
+        meta = ImageMeta(self.source_url or local, local, item.label, self.collection)
+        previous = self.store.get_image(image_id)
+        video = not self._already_indexed(previous, meta)
+        return _Loaded(item, meta, image_id, previous, None, video=video)
+
+    def _index_video(
+        self, loaded: "_Loaded"
+    ) -> tuple[Outcome, tuple[ImageRecord, list[FaceRecord]] | None]:
+        path = str(loaded.item.path)
+        try:
+            done = index_video(
+                loaded.item.path,
+                loaded.image_id,
+                loaded.meta,
+                self.models,
+                self.settings,
+                self.video,
+            )
+        except FaceSearchError as exc:
+            return Outcome(path, "failed", reason=f"{exc.code}: {exc}"), None
+        faces = len(done.faces)
+        outcome = Outcome(path, "indexed", loaded.image_id, faces, tracks=done.image.tracks)
+        return outcome, (done.image, done.faces)
 
     def _already_indexed(self, previous: ImageRecord | None, meta: ImageMeta) -> bool:
         """The same bytes with the same label and collection are one image, wherever the file
@@ -187,16 +224,24 @@ class Indexer:
         path = str(loaded.item.path)
         if loaded.image_id in seen:
             return Outcome(path, "unchanged", loaded.image_id, seen[loaded.image_id]), None
+        if loaded.video:
+            outcome, records = self._index_video(loaded)
+            seen[loaded.image_id] = outcome.faces
+            return outcome, records
         if loaded.bgr is None:
             faces = loaded.previous.faces if loaded.previous else 0
             return Outcome(path, "unchanged", loaded.image_id, faces), None
         analyzed = analyze_decoded(
             loaded.image_id, loaded.bgr, self.models, self.settings, loaded.detector_input
         )
+        analyzed, unindexed = apply_gate(analyzed, self.settings.quality)
         seen[loaded.image_id] = len(analyzed.faces)
         vectors = embed(self.models, analyzed)
         records = to_records(analyzed, vectors, loaded.meta, self.store.model_id)
-        return Outcome(path, "indexed", loaded.image_id, len(analyzed.faces)), records
+        outcome = Outcome(
+            path, "indexed", loaded.image_id, len(analyzed.faces), unindexed=tuple(unindexed)
+        )
+        return outcome, records
 
 
 def _write(

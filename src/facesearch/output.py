@@ -1,15 +1,22 @@
 """How results look on a terminal and as JSON; the CLI's only formatting code."""
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
+from facesearch.calibration import decide
+from facesearch.faces import Rejection
+from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
 from facesearch.records import Box, Match, StoreStats
 from facesearch.searching import QueryFace
+from facesearch.video import format_ms
+
+_VIDEO_FIELDS = ("video_id", "t_start_ms", "t_end_ms", "best_ms")
 
 
 def emit_json(value: Any) -> None:
@@ -25,6 +32,10 @@ def match_json(match: Match) -> dict[str, Any]:
     data = asdict(match)
     data["box"] = [round(v, 1) for v in match.box]
     data["score"] = round(match.score, 4)
+    if not match.video_id:  # a still image's JSON stays as it was
+        for key in _VIDEO_FIELDS:
+            data.pop(key)
+    data["decision"] = decide(match.score)  # from the score, with the active calibration
     return data
 
 
@@ -42,15 +53,26 @@ def where(match: Match) -> str:
     return match.source_uri or match.path or match.image_id
 
 
+def when(match: Match) -> str:
+    """For a face of a video: its track's times and the time of the stored frame."""
+    if not match.video_id:
+        return ""
+    span = f"{format_ms(match.t_start_ms)}-{format_ms(match.t_end_ms)}"
+    return f" @ {span} (best {format_ms(match.best_ms, 2)})"  # show-frame's exact frame
+
+
 def print_matches(matches: list[Match], indent: str = "  ", names_only: bool = False) -> None:
     if not matches:
         click.echo(f"{indent}no match at or above the threshold")
         return
-    click.echo(f"{indent}{'score':>6}  {'label':<16} {'box':<24} where")
+    click.echo(f"{indent}{'score':>6}  {'decision':<8}  {'label':<16} {'box':<24} where")
     for m in matches:
         label = m.label or "-"
-        place = Path(where(m)).name if names_only else where(m)
-        click.echo(f"{indent}{m.score:6.3f}  {label:<16} {box_text(m.box):<24} {place}")
+        place = (Path(where(m)).name if names_only else where(m)) + when(m)
+        decision = decide(m.score)
+        click.echo(
+            f"{indent}{m.score:6.3f}  {decision:<8}  {label:<16} {box_text(m.box):<24} {place}"
+        )
 
 
 def print_search(query: str, faces: list[QueryFace], threshold: float) -> None:
@@ -66,7 +88,38 @@ def summary_json(summary: Summary) -> dict[str, Any]:
     data = asdict(summary)
     data["failed"] = [{"path": o.path, "reason": o.reason} for o in summary.failed]
     data["seconds"] = round(summary.seconds, 2)
+    del data["unindexed"]
+    data["unindexed_faces"] = unindexed_json(summary)
     return data
+
+
+def rejection_json(rejection: Rejection) -> dict[str, Any]:
+    return {
+        "reason": rejection.reason,
+        "value": round(rejection.value, 4),
+        "limit": rejection.limit,
+    }
+
+
+def unindexed_json(summary: Summary) -> list[dict[str, Any]]:
+    """Rekognition's UnindexedFaces: each face the quality gate kept out, and why."""
+    return [
+        {
+            "path": path,
+            "face_index": face.index,
+            "box": [round(v, 1) for v in face.box],
+            **rejection_json(face.rejection),
+        }
+        for path, face in summary.unindexed
+    ]
+
+
+def print_unindexed(summary: Summary) -> None:
+    if not summary.unindexed:
+        return
+    reasons = Counter(face.rejection.reason for _, face in summary.unindexed)
+    counts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+    click.echo(f"faces not indexed by the quality gate: {counts} (--json lists each)")
 
 
 def print_summary(summary: Summary, queued: int = 0) -> None:
@@ -78,6 +131,7 @@ def print_summary(summary: Summary, queued: int = 0) -> None:
         f"{len(summary.failed)} skipped; {summary.faces_indexed} faces indexed, "
         f"{summary.no_faces} images without a face"
     )
+    print_unindexed(summary)
     if summary.failed:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(summary.failure_reasons().items()))
         click.echo(f"skipped: {reasons} (each listed on stderr)")
@@ -100,3 +154,61 @@ def print_stats(stats: StoreStats) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key:<8} {value}")
+
+
+def query_warnings_json(faces: list[QueryFace]) -> list[dict[str, Any]]:
+    """The query faces that fail the indexing quality gate (searched all the same)."""
+    return [{"face": f.index, **rejection_json(f.warning)} for f in faces if f.warning]
+
+
+def print_query_warnings(query: str, faces: list[QueryFace]) -> None:
+    for face in faces:
+        if face.warning:
+            click.echo(
+                f"warning: face {face.index + 1} of {query} fails the quality gate: "
+                f"{face.warning.describe()}; it was searched, but trust its matches less",
+                err=True,
+            )
+
+
+def person_json(person: Person) -> dict[str, Any]:
+    return {
+        "label": person.label,
+        "score": round(person.score, 4),
+        "appearances": person.appearances,
+        "best": match_json(person.best),
+    }
+
+
+def face_people_json(answer: FacePeople) -> dict[str, Any]:
+    face = answer.face
+    return {
+        "index": face.index,
+        "box": [round(v, 1) for v in face.box],
+        "det_score": round(face.det_score, 4),
+        "person": answer.people[0].label if answer.identified else None,
+        "people": [person_json(p) for p in answer.people],
+        "unlabelled_matches": answer.unlabelled,
+    }
+
+
+def print_by_person(query: str, answers: list[FacePeople], threshold: float) -> None:
+    count = len(answers)
+    click.echo(
+        f"{query}: {count} face{'s' if count != 1 else ''} (threshold {threshold:.3f}), by person"
+    )
+    for answer in answers:
+        face = answer.face
+        click.echo(f"face {face.index + 1}: {box_text(face.box)}, detector {face.det_score:.2f}")
+        if not answer.people:
+            click.echo("  no labelled person at or above the threshold")
+        else:
+            click.echo(f"  {'score':>6}  {'seen':>4}  {'person':<16} {'best appearance':<24} where")
+        for p in answer.people:
+            click.echo(
+                f"  {p.score:6.3f}  {p.appearances:4d}  {p.label:<16} {box_text(p.best.box):<24} "
+                f"{where(p.best)}"
+            )
+        if answer.unlabelled:
+            plural = "es" if answer.unlabelled != 1 else ""
+            click.echo(f"  ({answer.unlabelled} match{plural} without a label left out)")

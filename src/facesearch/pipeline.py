@@ -1,18 +1,18 @@
 """The work of one image, as functions from bytes to records: decode and detect (the detector's
 step), embed (the embedder's step) and records for the store (the search service's step)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
 from facesearch.detection import DetectorInput
-from facesearch.faces import DetectedFace, detect_faces, embed_faces
+from facesearch.faces import DetectedFace, Rejection, check_quality, detect_faces, embed_faces
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import decode_image
 from facesearch.models import FaceModels
-from facesearch.records import FaceRecord, ImageMeta, ImageRecord
-from facesearch.settings import CoreSettings
+from facesearch.records import Box, FaceRecord, ImageMeta, ImageRecord
+from facesearch.settings import CoreSettings, QualityGate
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,31 @@ def analyze_decoded(
     detector input if that was made ahead (see ``detection.prepare_input``)."""
     faces = detect_faces(models, bgr, settings.max_faces_per_image, prepared)
     return AnalyzedImage(image_id, bgr.shape[1], bgr.shape[0], faces)
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    """A face the quality gate kept out of the index (Rekognition's UnindexedFaces)."""
+
+    index: int
+    box: Box
+    rejection: Rejection
+
+
+def apply_gate(
+    analyzed: AnalyzedImage, gate: QualityGate
+) -> tuple[AnalyzedImage, list[UnindexedFace]]:
+    """The image with only the faces that pass the gate (their indexes unchanged, so point ids
+    stay stable), and the others with the reason each failed."""
+    kept: list[DetectedFace] = []
+    unindexed: list[UnindexedFace] = []
+    for face in analyzed.faces:
+        rejection = check_quality(face, gate)
+        if rejection is None:
+            kept.append(face)
+        else:
+            unindexed.append(UnindexedFace(face.index, face.box, rejection))
+    return replace(analyzed, faces=kept), unindexed
 
 
 def image_record(

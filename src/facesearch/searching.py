@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.errors import NoFaceError
+from facesearch.faces import Rejection, check_quality
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.records import Box, Filters, Match
@@ -19,6 +20,9 @@ class QueryFace:
     det_score: float
     quality: float
     matches: list[Match]
+    # Set when the face fails the indexing quality gate: it is searched all the same, but its
+    # matches deserve less trust (None through a gateway, which does not report it).
+    warning: Rejection | None = None
 
 
 def query_faces(
@@ -42,7 +46,10 @@ def search_image(
 ) -> list[QueryFace]:
     analyzed, vectors = query_faces(data, models, settings)
     results = store.query(vectors, top_k, threshold, filters)
+    gate = settings.quality
     return [
-        QueryFace(face.index, face.box, face.det_score, face.quality, matches)
+        QueryFace(
+            face.index, face.box, face.det_score, face.quality, matches, check_quality(face, gate)
+        )
         for face, matches in zip(analyzed.faces, results, strict=True)
     ]

@@ -31,6 +31,19 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class QualityGate:
+    """Below these, a face is not indexed (it is reported as unindexed, with its reason) and a
+    query face is still searched but warned about. The defaults keep every face of the demo's
+    photos (the smallest is 13 px, the blurriest 3.9, the most turned 0.69, the least sure
+    0.516); set stricter values for galleries of portraits."""
+
+    min_face_px: float = 12.0  # shorter side of the detector's box, source pixels
+    min_sharpness: float = 3.0  # variance of the Laplacian of the 112x112 aligned crop
+    max_yaw: float = 1.0  # nose offset from the face's midline / eye distance (about 63 deg)
+    min_det_score: float = 0.51  # above the detector's own threshold (0.5)
+
+
+@dataclass(frozen=True)
 class CoreSettings:
     home: Path = DEFAULT_HOME
     qdrant_url: str = ""
@@ -38,6 +51,7 @@ class CoreSettings:
     models: ModelSettings = field(default_factory=ModelSettings)
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_faces_per_image: int = 100
+    quality: QualityGate = field(default_factory=QualityGate)
 
     @property
     def qdrant_path(self) -> Path:
@@ -73,7 +87,21 @@ class CoreSettings:
             models=models,
             limits=limits,
             max_faces_per_image=reader.number("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
+            quality=read_quality_gate(reader),
         )
+
+
+def read_quality_gate(reader: "EnvReader") -> QualityGate:
+    default = QualityGate()
+    gate = QualityGate(
+        min_face_px=reader.number("FACESEARCH_MIN_FACE_PX", default.min_face_px, float),
+        min_sharpness=reader.number("FACESEARCH_MIN_SHARPNESS", default.min_sharpness, float),
+        max_yaw=reader.number("FACESEARCH_MAX_YAW", default.max_yaw, float),
+        min_det_score=reader.number("FACESEARCH_MIN_DET_SCORE", default.min_det_score, float),
+    )
+    if gate.min_det_score > 1.0:
+        raise ConfigError(f"FACESEARCH_MIN_DET_SCORE={gate.min_det_score} must be at most 1")
+    return gate
 
 
 class EnvReader:

@@ -135,7 +135,7 @@ def test_a_second_run_retries_only_the_bad_files(run_cli: Cli, mixed: Path) -> N
     assert summary["faces_indexed"] == 0
 
 
-def test_a_video_named_on_the_command_line_is_skipped_as_unsupported(
+def test_a_broken_video_named_on_the_command_line_is_skipped_with_its_reason(
     run_cli: Cli, tmp_path: Path, demo: dict[str, Path]
 ) -> None:
     clip = tmp_path / "clip.mp4"
@@ -146,7 +146,11 @@ def test_a_video_named_on_the_command_line_is_skipped_as_unsupported(
     assert result.returncode == 3
     summary = json.loads(result.stdout)
     assert summary["failed"] == [
-        {"path": str(clip), "reason": "unsupported_type: video files are not indexed yet"}
+        {
+            "path": str(clip),
+            "reason": "bad_image: not a video OpenCV can open (corrupt, truncated or another "
+            "format)",
+        }
     ]
     assert (summary["indexed"], summary["faces_indexed"]) == (1, 5)
 

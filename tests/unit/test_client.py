@@ -403,7 +403,7 @@ def test_search_through_a_gateway_prints_what_the_embedded_search_prints(
     assert text.stdout.splitlines()[:3] == [
         f"{query}: 1 face (threshold 0.253)",
         "face 1: x 0-40, y 20-60, detector 0.88",
-        "   score  label            box                      where",
+        "   score  decision  label            box                      where",
     ]
     assert set(found) == {"query", "model", "threshold", "faces"}
     assert found["faces"][0]["matches"][0]["label"] == "ann"

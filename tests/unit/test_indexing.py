@@ -40,11 +40,13 @@ def test_folder_is_walked_recursively_in_sorted_order(tmp_path: Path) -> None:
     assert all(item.label == "" for item in found)
 
 
-def test_non_image_files_in_folders_are_counted_as_ignored(tmp_path: Path) -> None:
+def test_files_in_folders_that_are_neither_images_nor_videos_are_counted_as_ignored(
+    tmp_path: Path,
+) -> None:
     touch(tmp_path, "a.jpg", "notes.txt", "clip.mp4", "sub/.DS_Store", "sub/b.bmp", "sub/README")
     found, ignored = collect_inputs([tmp_path], "", False)
-    assert relative(found, tmp_path) == ["a.jpg", "sub/b.bmp"]
-    assert ignored == 4
+    assert relative(found, tmp_path) == ["a.jpg", "clip.mp4", "sub/b.bmp"]
+    assert ignored == 3
 
 
 def test_label_from_dir_uses_the_parent_folder_name(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from facesearch.calibration import LFW_THRESHOLD
 from facesearch.models import FaceModels
 from facesearch.records import Filters, ImageMeta
 from facesearch.searching import search_image
-from facesearch.settings import CoreSettings
+from facesearch.settings import CoreSettings, VideoSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.video import VideoSettings, file_sha256, format_ms
+from facesearch.video import file_sha256, format_ms
 from facesearch.video_indexing import VideoIndexed, index_video
 
 VIDEOS = (

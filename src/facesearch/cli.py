@@ -3,7 +3,7 @@ process, with an embedded Qdrant on disk. Wiring only; the work lives in the lib
 
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -67,6 +67,13 @@ def cli(ctx: click.Context, verbose: int) -> None:
 )
 @click.option("--source-url", default="", help="Record this URL as where the images came from.")
 @click.option("--collection", default="default", show_default=True, help="Gallery to index into.")
+@click.option(
+    "--video-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Frames sampled per second of video, besides the first frame after each scene cut "
+    "[default: $FACESEARCH_VIDEO_FPS, else 2].",
+)
 @data_dir_option
 @gateway_option
 @wait_timeout_option
@@ -80,16 +87,19 @@ def index(
     label_from_name: bool,
     source_url: str,
     collection: str,
+    video_fps: float | None,
     data_dir: Path | None,
     gateway: str | None,
     wait_timeout: float,
     as_json: bool,
 ) -> None:
-    """Index every face in PATHS (image files, or folders searched recursively).
+    """Index every face in PATHS (image and video files, or folders searched recursively).
 
     Reads JPEG, PNG, WebP, BMP, TIFF (and the first frame of a GIF), honouring EXIF
-    orientation. Indexing the same bytes again adds nothing. Files that cannot be read are
-    skipped with their reason; the others are indexed and the exit status is 3.
+    orientation. Videos (MP4, MOV, MKV, WebM, AVI) are sampled a few frames a second, faces
+    are tracked across frames, and each track is indexed once by its best faces, with its
+    times (embedded mode only). Indexing the same bytes again adds nothing. Files that cannot
+    be read are skipped with their reason; the others are indexed and the exit status is 3.
 
     With --gateway the files are sent to the gateway, then the command waits (--wait-timeout)
     until its pipeline has indexed each, or failed it with a reason.
@@ -102,6 +112,8 @@ def index(
         raise click.UsageError("give --label or --label-from-dir, not both")
     if label_from_name and (label or label_from_dir):
         raise click.UsageError("give one of --label, --label-from-dir, --label-from-name")
+    if video_fps is not None:
+        settings = replace(settings, video=replace(settings.video, fps=video_fps))
     with backend(settings, data_dir, gateway, wait_timeout) as work:
         summary = run_index(
             work, list(paths), label, label_from_dir, source_url, collection, label_from_name

@@ -17,9 +17,9 @@ from facesearch.images import IMAGE_SUFFIXES, decode_image
 from facesearch.models import FaceModels
 from facesearch.pipeline import UnindexedFace, analyze_decoded, apply_gate, embed, to_records
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord
-from facesearch.settings import CoreSettings, EnvReader
+from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.video import VideoSettings, file_sha256
+from facesearch.video import file_sha256
 from facesearch.video_indexing import index_video
 
 _FLUSH_EVERY = 32
@@ -122,12 +122,11 @@ class Indexer:
         settings: CoreSettings,
         source_url: str = "",
         collection: str = "default",
-        video: VideoSettings | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.settings = settings
-        self.video = video or VideoSettings.read(EnvReader(os.environ))
+        self.video = settings.video
         self.source_url = source_url
         self.collection = collection
 

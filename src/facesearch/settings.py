@@ -44,6 +44,30 @@ class QualityGate:
 
 
 @dataclass(frozen=True)
+class VideoSettings:
+    """How videos are sampled, and the limits on one video (``FACESEARCH_VIDEO_*``)."""
+
+    fps: float = 2.0  # regular samples per second of video
+    cut_threshold: float = 0.5  # Bhattacharyya distance of HSV histograms that is a scene cut
+    probes_per_sample: int = 4  # frames compared for cuts between two regular samples
+    max_seconds: float = 3 * 3600.0
+    max_bytes: int = 8 * 1024**3
+    max_pixels: int = 4096 * 2160
+
+    @classmethod
+    def read(cls, reader: "EnvReader") -> "VideoSettings":
+        settings = cls(
+            fps=reader.number("FACESEARCH_VIDEO_FPS", cls.fps, float),
+            cut_threshold=reader.number("FACESEARCH_VIDEO_CUT_THRESHOLD", cls.cut_threshold, float),
+            max_seconds=reader.number("FACESEARCH_VIDEO_MAX_SECONDS", cls.max_seconds, float),
+            max_bytes=reader.number("FACESEARCH_VIDEO_MAX_BYTES", cls.max_bytes, int),
+        )
+        if settings.fps <= 0:
+            raise ConfigError(f"FACESEARCH_VIDEO_FPS={settings.fps} must be above 0")
+        return settings
+
+
+@dataclass(frozen=True)
 class CoreSettings:
     home: Path = DEFAULT_HOME
     qdrant_url: str = ""
@@ -52,6 +76,7 @@ class CoreSettings:
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_faces_per_image: int = 100
     quality: QualityGate = field(default_factory=QualityGate)
+    video: VideoSettings = field(default_factory=VideoSettings)
 
     @property
     def qdrant_path(self) -> Path:
@@ -88,6 +113,7 @@ class CoreSettings:
             limits=limits,
             max_faces_per_image=reader.number("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
             quality=read_quality_gate(reader),
+            video=VideoSettings.read(reader),
         )
 
 

@@ -17,37 +17,13 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from facesearch.errors import BadImageError, ConfigError, ImageTooLargeError
-from facesearch.settings import EnvReader
+from facesearch.errors import BadImageError, ImageTooLargeError
+from facesearch.settings import VideoSettings
 
 T = TypeVar("T")
 _HASH_CHUNK = 1 << 20
 _PROBE_SIDE = 64  # frames are compared for scene cuts at this size: colour, not detail
 _TRUNCATED_SHARE = 0.9  # fewer decoded frames than this share of the header's count: truncated
-
-
-@dataclass(frozen=True)
-class VideoSettings:
-    """How videos are sampled, and the limits on one video (``FACESEARCH_VIDEO_*``)."""
-
-    fps: float = 2.0  # regular samples per second of video
-    cut_threshold: float = 0.5  # Bhattacharyya distance of HSV histograms that is a scene cut
-    probes_per_sample: int = 4  # frames compared for cuts between two regular samples
-    max_seconds: float = 3 * 3600.0
-    max_bytes: int = 8 * 1024**3
-    max_pixels: int = 4096 * 2160
-
-    @classmethod
-    def read(cls, reader: EnvReader) -> "VideoSettings":
-        settings = cls(
-            fps=reader.number("FACESEARCH_VIDEO_FPS", cls.fps, float),
-            cut_threshold=reader.number("FACESEARCH_VIDEO_CUT_THRESHOLD", cls.cut_threshold, float),
-            max_seconds=reader.number("FACESEARCH_VIDEO_MAX_SECONDS", cls.max_seconds, float),
-            max_bytes=reader.number("FACESEARCH_VIDEO_MAX_BYTES", cls.max_bytes, int),
-        )
-        if settings.fps <= 0:
-            raise ConfigError(f"FACESEARCH_VIDEO_FPS={settings.fps} must be above 0")
-        return settings
 
 
 @dataclass(frozen=True)

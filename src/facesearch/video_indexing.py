@@ -16,9 +16,9 @@ import numpy as np
 from facesearch.faces import detect_faces, embed_faces
 from facesearch.models import FaceModels
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord, VideoSpan
-from facesearch.settings import CoreSettings
+from facesearch.settings import CoreSettings, VideoSettings
 from facesearch.tracking import Observation, Track, Tracker, TrackerSettings
-from facesearch.video import Frame, VideoInfo, VideoSettings, open_video, prefetched
+from facesearch.video import Frame, VideoInfo, open_video, prefetched
 
 logger = logging.getLogger(__name__)
 

@@ -127,3 +127,10 @@ def test_qdrant_path_wins_over_home_but_not_over_an_explicit_data_dir(tmp_path: 
     settings = CoreSettings.from_env(env)
     assert settings.qdrant_path == tmp_path / "index"
     assert settings.with_home(tmp_path / "other").qdrant_path == tmp_path / "other" / "qdrant"
+
+
+def test_video_sampling_is_part_of_the_core_settings() -> None:
+    assert CoreSettings.from_env({}).video.fps == 2.0
+    assert CoreSettings.from_env({"FACESEARCH_VIDEO_FPS": "0.5"}).video.fps == 0.5
+    with pytest.raises(ConfigError, match="FACESEARCH_VIDEO_FPS"):
+        CoreSettings.from_env({"FACESEARCH_VIDEO_FPS": "0"})

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ImageTooLargeError
-from facesearch.settings import EnvReader
+from facesearch.settings import EnvReader, VideoSettings
 from facesearch.video import (
-    VideoSettings,
     file_sha256,
     format_ms,
     open_video,

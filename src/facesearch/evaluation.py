@@ -62,6 +62,23 @@ def try_embed(path: Path, models: FaceModels, settings: CoreSettings) -> np.ndar
         return None
 
 
+def embed_pair_images(
+    root: Path,
+    pairs: list[lfw.Pair],
+    models: FaceModels,
+    settings: CoreSettings,
+    on_image: Callable[[], None],
+) -> tuple[dict[str, np.ndarray | None], float]:
+    """The central face's embedding of every image the pairs name (None where there is no
+    usable face), and the seconds it took."""
+    start = time.perf_counter()
+    vectors: dict[str, np.ndarray | None] = {}
+    for name in sorted({p.left for p in pairs} | {p.right for p in pairs}):
+        vectors[name] = try_embed(root / name, models, settings)
+        on_image()
+    return vectors, time.perf_counter() - start
+
+
 def evaluate_lfw(
     root: Path,
     pairs_file: Path,
@@ -70,13 +87,8 @@ def evaluate_lfw(
     on_image: Callable[[], None] = lambda: None,
 ) -> LfwReport:
     pairs = lfw.read_pairs(pairs_file)
-    names = sorted({p.left for p in pairs} | {p.right for p in pairs})
-    start = time.perf_counter()
-    vectors: dict[str, np.ndarray | None] = {}
-    for name in names:
-        vectors[name] = try_embed(root / name, models, settings)
-        on_image()
-    seconds = time.perf_counter() - start
+    vectors, seconds = embed_pair_images(root, pairs, models, settings, on_image)
+    names = sorted(vectors)
     # A pair with an image we could not read or find a face in scores -1: a miss if same person.
     scores = np.array([_score(vectors[p.left], vectors[p.right]) for p in pairs])
     same = np.array([p.same for p in pairs])
@@ -189,12 +201,8 @@ def pairs_file_scores(
 ) -> LabelledScores:
     """The pairs a pairs file lists, as genuine or impostor by its own labels."""
     pairs = lfw.read_pairs(pairs_file)
-    names = sorted({p.left for p in pairs} | {p.right for p in pairs})
-    start = time.perf_counter()
-    vectors: dict[str, np.ndarray | None] = {}
-    for name in names:
-        vectors[name] = try_embed(root / name, models, settings)
-        on_image()
+    vectors, seconds = embed_pair_images(root, pairs, models, settings, on_image)
+    names = sorted(vectors)
     scored = [
         (p.same, float(np.dot(left, right)))
         for p in pairs
@@ -206,5 +214,5 @@ def pairs_file_scores(
         images=len(names),
         people=len({name.split("/")[0] for name in names}),
         no_face=[n for n, v in vectors.items() if v is None],
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )

@@ -1,15 +1,14 @@
 """The ``facesearch`` command as a user runs it: a subprocess with its own FACESEARCH_HOME."""
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_checks import as_json, ok
 
 from facesearch import __version__
 from facesearch.calibration import LFW_THRESHOLD
@@ -24,16 +23,6 @@ DEMO_LINE = re.compile(
     r"x (?P<x1>\d+)-(?P<x2>\d+), y (?P<y1>\d+)-(?P<y2>\d+)$",
     re.MULTILINE,
 )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(ok(result).stdout)
 
 
 def near(box: tuple[float, ...], expected: tuple[float, ...]) -> bool:

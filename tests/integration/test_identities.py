@@ -1,18 +1,17 @@
 """The quality gate and --by-person end to end: real models, a real local Qdrant, the CLI as a
 subprocess."""
 
-import json
 import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from cli_checks import as_json, ok
 
 from facesearch.indexing import Indexer, InputFile, Outcome
 from facesearch.models import FaceModels
@@ -22,16 +21,6 @@ from facesearch.store import QdrantFaceStore
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 YAO_BOX = (720, 142, 764, 192)  # Yao Ming in players.jpg
 BOX_TOLERANCE = 6
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(ok(result).stdout)
 
 
 def near(box: list[float], expected: tuple[int, ...]) -> bool:

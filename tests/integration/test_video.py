@@ -12,6 +12,7 @@ from typing import Any
 
 import cv2
 import pytest
+from cli_checks import as_json, ok
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 # Without tracks every face of every sampled frame would be a point (47 in the clip's 20
@@ -30,16 +31,6 @@ def examples(face_data: Path) -> Path:
 @pytest.fixture
 def clip(examples: Path) -> Path:
     return examples / "short_hamilton_clip.mp4"
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(ok(result).stdout)
 
 
 def video_hits(found: dict[str, Any], video_id: str) -> list[dict[str, Any]]:

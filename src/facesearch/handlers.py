@@ -15,7 +15,7 @@ from facesearch.faces import embed_faces
 from facesearch.ids import image_id
 from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels, file_model_id
-from facesearch.pipeline import AnalyzedImage, analyze
+from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
@@ -27,8 +27,10 @@ Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 def detector_handler(
     models: FaceModels, settings: CoreSettings, *, metrics: WorkMetrics | None = None
 ) -> Handler:
-    """ImageEvent -> FacesEvent: decode within the limits, detect, align."""
+    """ImageEvent -> FacesEvent: decode within the limits, detect, align; the faces that fail
+    the quality gate are left out (and counted), as the embedded index leaves them out."""
     detector = file_model_id(models.files.detector)
+    gate = settings.quality
     timer = metrics.inference_seconds.labels("detect") if metrics else None
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
@@ -38,9 +40,11 @@ def detector_handler(
         if image_id(event.data) != event.image_id:
             raise BadMessageError(f"{event.image_id} is not the sha256 of the image bytes")
         with _timed(timer):
-            analyzed = analyze(event.data, models, settings)
+            analyzed, unindexed = apply_gate(analyze(event.data, models, settings), gate)
         if metrics is not None:
             metrics.faces_per_image.observe(len(analyzed.faces))
+            for face in unindexed:
+                metrics.faces_unindexed.labels(face.rejection.reason).inc()
         out = codec.faces_event(analyzed, event.meta, detector, event.submitted_at)
         return [(event.image_id.encode(), out.SerializeToString())]
 

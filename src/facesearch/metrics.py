@@ -96,6 +96,13 @@ class WorkMetrics:
             buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100),
             registry=registry,
         )
+        self.faces_unindexed = Counter(
+            "facesearch_faces_unindexed_total",
+            "Faces the detector found but the quality gate kept out, by reason (too_small, "
+            "blurred, extreme_pose, low_confidence).",
+            ["reason"],
+            registry=registry,
+        )
         self.inference_seconds = Histogram(
             "facesearch_inference_seconds",
             "Time of a stage's model work: detect = decode, detect and align one image; "

@@ -152,18 +152,15 @@ class QdrantFaceStore:
 
     @_locked
     def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None:
-        """Write faces, then image records; drop faces an earlier run of an image had beyond
-        the count it has now."""
+        """Write faces, then image records; drop the faces an earlier run of an image stored
+        that this one does not have (face indexes need not be contiguous: the quality gate
+        and video tracks leave gaps)."""
         points = [self._face_point(image, face) for image, faces in items for face in faces]
         if points:
             self.client.upsert(self.collection, points, wait=True)
-        stale: list[models.ExtendedPointId] = [
-            face_point_id(image.image_id, index, self.model_id)
-            for image, _ in items
-            for index in range(image.faces, self._previous_faces(image))
-        ]
-        if stale:
-            self.client.delete(self.collection, models.PointIdsList(points=stale), wait=True)
+        for image, faces in items:
+            if self.get_image(image.image_id) is not None:  # stored before: may have more
+                self._drop_faces_but(image.image_id, [face.face_index for face in faces])
         records = [
             models.PointStruct(
                 id=image_point_id(image.image_id), vector={}, payload=image.payload()
@@ -173,9 +170,13 @@ class QdrantFaceStore:
         if records:
             self.client.upsert(IMAGES_COLLECTION, records, wait=True)
 
-    def _previous_faces(self, image: ImageRecord) -> int:
-        previous = self.get_image(image.image_id)
-        return previous.faces if previous and previous.model == self.model_id else 0
+    def _drop_faces_but(self, image_id: str, kept: list[int]) -> None:
+        others = models.FieldCondition(key="face_index", match=models.MatchAny(any=kept))
+        condition = models.Filter(
+            must=[models.FieldCondition(key="image_id", match=models.MatchValue(value=image_id))],
+            must_not=[others] if kept else None,
+        )
+        self.client.delete(self.collection, models.FilterSelector(filter=condition), wait=True)
 
     def _face_point(self, image: ImageRecord, face: FaceRecord) -> models.PointStruct:
         payload: dict[str, Any] = {

@@ -3,6 +3,7 @@ models and a local Qdrant: the same faces, ids and answers as the embedded CLI, 
 refused where they enter, and the embedder's micro-batches giving each event its own vectors."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import events_pb2
 from facesearch.records import Filters, ImageMeta
 from facesearch.searching import search_image
-from facesearch.settings import CoreSettings
+from facesearch.settings import CoreSettings, QualityGate
 from facesearch.store import QdrantFaceStore
 
 YAO_BOX = (720.0, 142.0, 764.0, 192.0)
@@ -179,3 +180,20 @@ def test_the_batch_embedder_gives_each_event_the_vectors_of_its_own_faces(
     assert crops_per_call == [sum(len(analyzed[name][0].faces) for name in names)]
     labels = {"stage": "embed"}
     assert registry.get_sample_value("facesearch_inference_seconds_count", labels) == 1.0
+
+
+def test_the_detector_leaves_out_the_faces_the_quality_gate_refuses(
+    face_models: FaceModels, settings: CoreSettings, demo: dict[str, Path], analyzed: Any
+) -> None:
+    strict = replace(settings, quality=QualityGate(min_face_px=32.0))
+    registry = CollectorRegistry()
+    [(_, value)] = detector_handler(face_models, strict, metrics=WorkMetrics(registry))(
+        None, image_event(demo["players"])
+    )
+    kept = events_pb2.FacesEvent.FromString(value).faces
+    every = analyzed["players"][0].faces
+    small = [f.index for f in every if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < 32]
+    assert small, "players.jpg was expected to hold faces under 32 px"
+    assert sorted(f.index for f in kept) == sorted(set(range(len(every))) - set(small))
+    counted = registry.get_sample_value("facesearch_faces_unindexed_total", {"reason": "too_small"})
+    assert counted == len(small)

@@ -130,6 +130,18 @@ def test_reputting_an_image_with_fewer_faces_drops_its_stale_faces(
         assert sorted(m.face_index for m in matches) == [0, 1]
 
 
+def test_reputting_an_image_keeps_exactly_its_new_faces_whatever_their_indexes(
+    store: QdrantFaceStore, analyzed: Analyzed
+) -> None:
+    # The quality gate keeps faces under their own indexes: gaps are normal.
+    image, faces = records(analyzed, "players", store.model_id)
+    store.put_images([(replace(image, faces=3), [faces[0], faces[1], faces[5]])])
+    store.put_images([(replace(image, faces=2), [faces[0], faces[3]])])
+
+    assert [f.face_index for f in store.get_faces(image.image_id)] == [0, 3]
+    assert store.stats().faces == 2
+
+
 def test_reputting_an_image_with_no_face_drops_all_its_faces(
     store: QdrantFaceStore, analyzed: Analyzed
 ) -> None:

@@ -17,7 +17,6 @@ from facesearch.errors import (
     ImageTooLargeError,
     NoFaceError,
     NotFoundError,
-    UnsupportedTypeError,
 )
 from facesearch.ids import image_id
 from facesearch.images import check_image
@@ -26,6 +25,7 @@ from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc import Pending, error_from_rpc, translate_errors
 from facesearch.service_settings import GatewaySettings
 from facesearch.streaming import TransientError
+from facesearch.uris import read_uri
 
 from .failures import RecentIds
 
@@ -78,30 +78,32 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         return api_pb2.IndexImagesResponse(results=results)
 
     def _image_event(self, request: api_pb2.IndexRequest) -> events_pb2.ImageEvent:
-        """The ImageEvent for one request, or the reason it is refused before queueing."""
-        if request.WhichOneof("image") == "uri":
-            raise UnsupportedTypeError("images by URI are not read yet: send the bytes inline")
-        if not request.data:
+        """The ImageEvent for one request, or the reason it is refused before queueing. An
+        image sent by URI is read here too: to check it and compute its id."""
+        core = self.settings.core
+        by_uri = request.WhichOneof("image") == "uri"
+        data = read_uri(request.uri, core.uri_roots, core.limits) if by_uri else request.data
+        if not data:
             raise BadImageError("empty file")
         limit = self.settings.kafka.max_message_bytes - ENVELOPE_BYTES
-        if len(request.data) > limit:
+        if not by_uri and len(data) > limit:
             raise ImageTooLargeError(
-                f"{len(request.data)} bytes exceeds the limit of {limit} bytes that "
-                "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES allows"
+                f"{len(data)} bytes exceeds the limit of {limit} bytes that "
+                "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES allows: send it by URI"
             )
-        check_image(request.data, self.settings.core.limits)
+        check_image(data, core.limits)
         meta = api_pb2.ImageMeta(
-            source_uri=request.source_url or request.path,
+            source_uri=request.source_url or request.path or request.uri,
             path=request.path,
             label=request.label,
             collection=request.collection or "default",
         )
-        return events_pb2.ImageEvent(
-            image_id=image_id(request.data),
-            data=request.data,
-            meta=meta,
-            submitted_at=codec.now(),
-        )
+        event = events_pb2.ImageEvent(image_id=image_id(data), meta=meta, submitted_at=codec.now())
+        if by_uri:
+            event.uri = request.uri
+        else:
+            event.data = data
+        return event
 
     def _acknowledged(
         self,

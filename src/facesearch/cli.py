@@ -74,6 +74,13 @@ def cli(ctx: click.Context, verbose: int) -> None:
     help="Frames sampled per second of video, besides the first frame after each scene cut "
     "[default: $FACESEARCH_VIDEO_FPS, else 2].",
 )
+@click.option(
+    "--by-reference",
+    is_flag=True,
+    help="With --gateway: send each file's path (a file:// URI) instead of its bytes. The "
+    "gateway and the detector read the file, so they must see it at the same path, inside "
+    "their FACESEARCH_URI_ROOTS.",
+)
 @data_dir_option
 @gateway_option
 @wait_timeout_option
@@ -88,6 +95,7 @@ def index(
     source_url: str,
     collection: str,
     video_fps: float | None,
+    by_reference: bool,
     data_dir: Path | None,
     gateway: str | None,
     wait_timeout: float,
@@ -114,7 +122,7 @@ def index(
         raise click.UsageError("give one of --label, --label-from-dir, --label-from-name")
     if video_fps is not None:
         settings = replace(settings, video=replace(settings.video, fps=video_fps))
-    with backend(settings, data_dir, gateway, wait_timeout) as work:
+    with backend(settings, data_dir, gateway, wait_timeout, by_reference) as work:
         summary = run_index(
             work, list(paths), label, label_from_dir, source_url, collection, label_from_name
         )

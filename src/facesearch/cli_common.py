@@ -115,16 +115,24 @@ class EmbeddedBackend:
 class GatewayBackend:
     """A facesearch gateway: indexing is asynchronous there, so ``index`` waits for it."""
 
-    def __init__(self, client: GatewayClient, max_bytes: int, wait_timeout_s: float) -> None:
+    def __init__(
+        self, client: GatewayClient, max_bytes: int, wait_timeout_s: float, by_reference: bool
+    ) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.wait_timeout_s = wait_timeout_s
+        self.by_reference = by_reference
 
     def index(
         self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
     ) -> None:
         indexer = GatewayIndexer(
-            self.client, self.max_bytes, source_url, collection, self.wait_timeout_s
+            self.client,
+            self.max_bytes,
+            source_url,
+            collection,
+            self.wait_timeout_s,
+            by_reference=self.by_reference,
         )
         indexer.run(inputs, on_outcome)
 
@@ -161,12 +169,16 @@ def backend(
     data_dir: Path | None,
     gateway: str | None,
     wait_timeout_s: float = 300.0,
+    by_reference: bool = False,
 ) -> Iterator[Backend]:
     """The gateway at ``gateway`` if one is given, else the embedded index (in ``data_dir``)."""
     check_gateway(gateway, data_dir)
+    if by_reference and not gateway:
+        raise click.UsageError("--by-reference needs --gateway")
     if gateway:
         with GatewayClient(gateway) as client:
-            yield GatewayBackend(client, settings.limits.max_bytes, wait_timeout_s)
+            max_bytes = settings.limits.max_bytes
+            yield GatewayBackend(client, max_bytes, wait_timeout_s, by_reference)
         return
     home = settings.with_home(data_dir)
     with opened(home) as (models, store):

@@ -36,13 +36,15 @@ STATUS_NAMES = {
 
 @dataclass(frozen=True)
 class IndexItem:
-    """One image to index: its bytes and what to record with them."""
+    """One image to index: its bytes and what to record with them. With a ``uri`` the bytes
+    stay here (they give the id copies are recognised by) and the gateway reads the file."""
 
     data: bytes
     path: str = ""
     label: str = ""
     source_url: str = ""
     collection: str = "default"
+    uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class GatewayClient:
         error it was refused with."""
         requests = (
             api_pb2.IndexRequest(
-                data=i.data,
+                **({"uri": i.uri} if i.uri else {"data": i.data}),
                 path=i.path,
                 label=i.label,
                 source_url=i.source_url,
@@ -219,8 +221,10 @@ class GatewayIndexer:
         collection: str = "default",
         wait_timeout_s: float = 300.0,
         poll_s: float = 0.5,
+        by_reference: bool = False,
     ) -> None:
         self.client = client
+        self.by_reference = by_reference  # send file:// URIs, not bytes
         self.max_bytes = max_bytes
         self.source_url = source_url
         self.collection = collection
@@ -255,8 +259,9 @@ class GatewayIndexer:
         if size > self.max_bytes:
             raise ImageTooLargeError(f"{size} bytes exceeds the limit of {self.max_bytes} bytes")
         data = item.path.read_bytes()
-        local = str(item.path.resolve())
-        return IndexItem(data, local, item.label, self.source_url, self.collection)
+        local = item.path.resolve()
+        uri = local.as_uri() if self.by_reference else ""
+        return IndexItem(data, str(local), item.label, self.source_url, self.collection, uri)
 
     def _wait(self, pending: dict[str, list[str]], on_outcome: Callable[[Outcome], None]) -> None:
         deadline = time.monotonic() + self.wait_timeout_s

@@ -63,3 +63,9 @@ class NotFoundError(FaceSearchError):
     """What was asked for does not exist (an image id never indexed, a file that is not there)."""
 
     code = "not_found"
+
+
+class BadUriError(FaceSearchError):
+    """An image URI that may not be read: another scheme, or outside the allowed folders."""
+
+    code = "bad_uri"

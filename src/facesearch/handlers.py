@@ -10,7 +10,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from facesearch import codec
-from facesearch.errors import BadMessageError, StoreError, UnsupportedTypeError
+from facesearch.errors import BadMessageError, StoreError
 from facesearch.faces import embed_faces
 from facesearch.ids import image_id
 from facesearch.metrics import WorkMetrics
@@ -20,6 +20,7 @@ from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 from facesearch.streaming import BatchHandler, Handler, Message, Outcome, TransientError
+from facesearch.uris import read_uri
 
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
@@ -35,12 +36,17 @@ def detector_handler(
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = codec.parse(events_pb2.ImageEvent, value)
-        if event.WhichOneof("image") != "data":
-            raise UnsupportedTypeError("images by URI are not read yet: send the bytes inline")
-        if image_id(event.data) != event.image_id:
-            raise BadMessageError(f"{event.image_id} is not the sha256 of the image bytes")
+        if event.WhichOneof("image") == "uri":
+            data = read_uri(event.uri, settings.uri_roots, settings.limits)
+        else:
+            data = event.data
+        if image_id(data) != event.image_id:
+            raise BadMessageError(
+                f"{event.image_id} is not the sha256 of the image bytes (a file sent by URI "
+                "changed after it was submitted?)"
+            )
         with _timed(timer):
-            analyzed, unindexed = apply_gate(analyze(event.data, models, settings), gate)
+            analyzed, unindexed = apply_gate(analyze(data, models, settings), gate)
         if metrics is not None:
             metrics.faces_per_image.observe(len(analyzed.faces))
             for face in unindexed:

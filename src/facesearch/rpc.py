@@ -33,6 +33,7 @@ STATUS_OF_CODE = {
     TransientError.code: grpc.StatusCode.UNAVAILABLE,
     errors.ConfigError.code: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotFoundError.code: grpc.StatusCode.NOT_FOUND,
+    errors.BadUriError.code: grpc.StatusCode.INVALID_ARGUMENT,
 }
 ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
     cls.code: cls
@@ -46,6 +47,7 @@ ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
         errors.ConfigError,
         errors.ModelError,
         errors.NotFoundError,
+        errors.BadUriError,
         TransientError,
     )
 }

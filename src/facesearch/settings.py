@@ -77,6 +77,8 @@ class CoreSettings:
     max_faces_per_image: int = 100
     quality: QualityGate = field(default_factory=QualityGate)
     video: VideoSettings = field(default_factory=VideoSettings)
+    # Folders whose files the services may read for images sent by URI (none: URIs refused).
+    uri_roots: tuple[Path, ...] = ()
 
     @property
     def qdrant_path(self) -> Path:
@@ -114,6 +116,9 @@ class CoreSettings:
             max_faces_per_image=reader.number("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
             quality=read_quality_gate(reader),
             video=VideoSettings.read(reader),
+            uri_roots=tuple(
+                Path(root).expanduser() for root in reader.names("FACESEARCH_URI_ROOTS", "")
+            ),
         )
 
 

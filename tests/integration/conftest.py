@@ -277,8 +277,11 @@ class ServiceProcess:
 @pytest.fixture
 def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
     """The environment of this test's services: the session's broker, this test's own topics
-    and consumer groups, its own index folder."""
+    and consumer groups, its own index folder, and a folder they may read images by URI from
+    (``FACESEARCH_URI_ROOTS``, beside ``home``)."""
     base = f"t{uuid.uuid4().hex[:10]}"
+    by_reference = home.parent / "by-reference"
+    by_reference.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
     env.update(
         {
@@ -287,6 +290,7 @@ def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
             "FACESEARCH_TOPIC_IMAGES": f"{base}.images",
             "FACESEARCH_TOPIC_FACES": f"{base}.faces",
             "FACESEARCH_TOPIC_EMBEDDINGS": f"{base}.embeddings",
+            "FACESEARCH_URI_ROOTS": str(by_reference),
         }
     )
     for name in ("detector", "embedder", "search"):

@@ -2,6 +2,7 @@
 the gateway in front. Indexing is asynchronous (QUEUED, then INDEXED or FAILED with the
 reason from the dead-letter topics); queries go detector -> embedder -> search over gRPC."""
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +134,30 @@ def test_bad_queries_end_with_clear_statuses_and_reflection_lists_the_api(
     (answer,) = reflection.ServerReflectionInfo(iter([request]))
     names = {s.name for s in answer.list_services_response.service}
     assert {"facesearch.v1.FaceSearch", "grpc.health.v1.Health"} <= names
+
+
+def test_images_sent_by_uri_are_read_from_the_allowed_folder_only(
+    gateway: api_pb2_grpc.FaceSearchStub,
+    service_env: dict[str, str],
+    demo: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    shared = Path(service_env["FACESEARCH_URI_ROOTS"])
+    inside = shared / "t1 copy.jpg"
+    shutil.copy(demo["t1"], inside)
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(demo["gdp"], outside)
+    results = index(
+        gateway,
+        api_pb2.IndexRequest(uri=inside.as_uri(), label="by-ref"),
+        api_pb2.IndexRequest(uri=outside.as_uri()),
+        api_pb2.IndexRequest(uri=(shared / "missing.jpg").as_uri()),
+        api_pb2.IndexRequest(uri="https://example.org/a.jpg"),
+    )
+
+    assert results[0].image_id == image_id(inside.read_bytes())
+    assert [r.error.split(":")[0] for r in results[1:]] == ["bad_uri", "not_found", "bad_uri"]
+    indexed = settled(gateway, results[0].image_id)
+    assert indexed.status == api_pb2.IMAGE_STATUS_INDEXED
+    assert (indexed.image.meta.label, indexed.image.meta.source_uri) == ("by-ref", inside.as_uri())
+    assert len(indexed.faces) > 0

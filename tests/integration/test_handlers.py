@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from facesearch import codec
-from facesearch.errors import BadImageError, BadMessageError
+from facesearch.errors import BadImageError, BadMessageError, BadUriError
 from facesearch.handlers import detector_handler, embedder_batch_handler, store_handler
 from facesearch.ids import image_id
 from facesearch.indexing import Indexer, Outcome, collect_inputs
@@ -197,3 +197,21 @@ def test_the_detector_leaves_out_the_faces_the_quality_gate_refuses(
     assert sorted(f.index for f in kept) == sorted(set(range(len(every))) - set(small))
     counted = registry.get_sample_value("facesearch_faces_unindexed_total", {"reason": "too_small"})
     assert counted == len(small)
+
+
+def test_the_detector_reads_images_by_uri_only_inside_its_roots(
+    face_models: FaceModels, settings: CoreSettings, demo: dict[str, Path], tmp_path: Path
+) -> None:
+    data = demo["t1"].read_bytes()
+    (tmp_path / "t1.jpg").write_bytes(data)
+    event = events_pb2.ImageEvent(image_id=image_id(data), uri=(tmp_path / "t1.jpg").as_uri())
+    allowed = replace(settings, uri_roots=(tmp_path,))
+
+    [(_, value)] = detector_handler(face_models, allowed)(None, event.SerializeToString())
+    assert events_pb2.FacesEvent.FromString(value).faces
+    with pytest.raises(BadUriError, match="outside the folders"):
+        elsewhere = replace(settings, uri_roots=(tmp_path / "other",))
+        detector_handler(face_models, elsewhere)(None, event.SerializeToString())
+    (tmp_path / "t1.jpg").write_bytes(demo["gdp"].read_bytes())  # changed after submission
+    with pytest.raises(BadMessageError, match="not the sha256"):
+        detector_handler(face_models, allowed)(None, event.SerializeToString())

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -70,11 +71,15 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         self.last_search: api_pb2.SearchRequest | None = None
         self.deleted: list[Selector] = []
         self.sent: list[str] = []  # the path of every IndexRequest received
+        self.uris: list[str] = []  # the URI of every IndexRequest sent by reference
 
     def IndexImages(self, request_iterator: Iterator[api_pb2.IndexRequest], context: Any) -> Any:
         results = []
         for request in request_iterator:
             self.sent.append(Path(request.path).name)
+            if request.uri:  # read as the real gateway does, from the file the URI names
+                self.uris.append(request.uri)
+                request.data = Path(urlsplit(request.uri).path).read_bytes()
             if not request.data:
                 results.append(api_pb2.IndexResult(error="bad_image: the image is empty"))
             elif request.data.startswith(b"HUGE"):
@@ -494,3 +499,22 @@ def test_every_command_with_a_dead_gateway_fails_with_one_line(
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(f"facesearch: error: {DEAD} is unavailable ("), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_index_by_reference_sends_file_uris_not_bytes(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 0
+    folder = photos(tmp_path, a=b"abc", copy=b"abc")
+    done = run("index", folder, "--gateway", target, "--by-reference", "--json")
+
+    assert done.exit_code == 0, done.output
+    assert fake.uris == [(folder / "a.jpg").resolve().as_uri()]  # the copy is not sent
+    assert fake.images[sha(b"abc")].request.label == ""
+    assert json.loads(done.stdout)["unchanged"] == 1
+
+
+def test_by_reference_without_a_gateway_is_a_usage_error(tmp_path: Path) -> None:
+    done = run("index", tmp_path, "--by-reference")
+    assert done.exit_code == 2
+    assert "--by-reference needs --gateway" in done.output

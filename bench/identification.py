@@ -45,7 +45,7 @@ class Searches:
     top_is_mate: np.ndarray
     top_score: np.ndarray
     nonmated_best: np.ndarray
-    gallery: int
+    gallery: int  # entries a non-mated probe is searched against: all but its own
     misses: list[str]  # mated probes whose top candidate is someone else
 
 

@@ -9,7 +9,6 @@ from collections import OrderedDict
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,8 @@ class DeadLetterWatcher:
         while not self._stopping:
             try:
                 self._consume()
-            except KafkaError as exc:
-                log.warning("reading the dead-letter topics failed, retrying: %s", exc)
+            except Exception:  # whatever it was, GetImage must keep learning of failures
+                log.exception("reading the dead-letter topics failed; retrying")
                 time.sleep(RETRY_S)
 
     def _consume(self) -> None:

@@ -12,7 +12,7 @@ from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc import MESSAGE_OPTIONS
 from facesearch.service import ServiceRuntime, run_service
 from facesearch.service_settings import GatewaySettings
-from facesearch.streaming import dlq_topic
+from facesearch.streaming import CLOSE_TIMEOUT_S, dlq_topic
 
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, Backends, GatewayServicer
@@ -28,7 +28,8 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
         max_request_size=kafka.max_message_bytes,
         linger_ms=5,
     )
-    stack.callback(producer.close)
+    # Bounded, as the stream workers' close: the stack SIGKILLs a gateway that drains too long.
+    stack.callback(producer.close, timeout=CLOSE_TIMEOUT_S)
 
     def channel(target: str) -> grpc.Channel:
         return stack.enter_context(grpc.insecure_channel(target, options=MESSAGE_OPTIONS))

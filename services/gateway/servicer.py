@@ -1,12 +1,14 @@
 """The public API, ``facesearch.v1.FaceSearch``: indexing goes onto the images topic; queries
 go through the detector, the embedder and the search service over gRPC."""
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from facesearch import codec
 from facesearch.calibration import LFW_THRESHOLD
@@ -67,11 +69,16 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
                 backends.record_queued("refused")
                 results.append(api_pb2.IndexResult(error=f"{exc.code}: {exc}"))
                 continue
-            future = backends.producer.send(
-                self.settings.kafka.images_topic,
-                key=event.image_id.encode(),
-                value=event.SerializeToString(),
-            )
+            try:
+                future = backends.producer.send(
+                    self.settings.kafka.images_topic,
+                    key=event.image_id.encode(),
+                    value=event.SerializeToString(),
+                )
+            except KafkaError as exc:  # no metadata in time, buffer full, message too large
+                backends.record_queued("refused")
+                results.append(_not_taken(exc))
+                continue
             sent.append((len(results), event.image_id, future))
             results.append(api_pb2.IndexResult(image_id=event.image_id))
         self._acknowledged(backends, sent, results)
@@ -112,14 +119,14 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         results: list[api_pb2.IndexResult],
     ) -> None:
         """Wait for the broker; an image it did not take becomes an error result."""
-        backends.producer.flush(timeout=self.settings.deadline_s)
+        # On a timeout, each send not acknowledged yet fails its future.get below.
+        with contextlib.suppress(KafkaError):
+            backends.producer.flush(timeout=self.settings.deadline_s)
         for index, image, future in sent:
             try:
                 future.get(timeout=0)
-            except Exception as exc:  # KafkaError, or the flush timing out
-                results[index] = api_pb2.IndexResult(
-                    error=f"{TransientError.code}: the broker did not take it ({exc}); retry"
-                )
+            except Exception as exc:  # refused by the broker, or not acknowledged in time
+                results[index] = _not_taken(exc)
                 backends.record_queued("refused")
                 continue
             backends.queued.put(image, "queued")
@@ -131,8 +138,9 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     ) -> api_pb2.GetImageResponse:
         backends = self.backends.get()
         image = request.image_id.lower()
+        lookup = api_pb2.GetImageRequest(image_id=image)  # the ids queued here are lower case
         try:
-            return self._call(backends.search.GetImage, request, "search", context)
+            return self._call(backends.search.GetImage, lookup, "search", context)
         except NotFoundError:
             pass
         reason = backends.failures.get(image)
@@ -247,6 +255,12 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, f"the {service} service") from exc
+
+
+def _not_taken(exc: Exception) -> api_pb2.IndexResult:
+    return api_pb2.IndexResult(
+        error=f"{TransientError.code}: the broker did not take it ({exc}); retry"
+    )
 
 
 def _face(face: Any) -> api_pb2.Face:

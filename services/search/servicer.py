@@ -29,9 +29,10 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
                 f"the query vectors come from model {request.model!r}, but the index holds "
                 f"{store.model_id!r}"
             )
-        vectors = np.array([list(v.values) for v in request.vectors], dtype=np.float32)
+        # Checked first: vectors of mixed lengths would make np.array raise a bare ValueError.
         if any(len(v.values) != store.dim for v in request.vectors):
             raise ConfigError(f"every query vector must have {store.dim} values")
+        vectors = np.array([list(v.values) for v in request.vectors], dtype=np.float32)
         with self.seconds.labels("query").time():
             results = store.query(
                 vectors,

@@ -104,7 +104,7 @@ def index(
     """Index every face in PATHS (image and video files, or folders searched recursively).
 
     Reads JPEG, PNG, WebP, BMP, TIFF (and the first frame of a GIF), honouring EXIF
-    orientation. Videos (MP4, MOV, MKV, WebM, AVI) are sampled a few frames a second, faces
+    orientation. Videos (MP4, M4V, MOV, MKV, WebM, AVI) are sampled a few frames a second, faces
     are tracked across frames, and each track is indexed once by its best faces, with its
     times (embedded mode only). Indexing the same bytes again adds nothing. Files that cannot
     be read are skipped with their reason; the others are indexed and the exit status is 3.
@@ -258,7 +258,10 @@ def delete(
 def resolve_image(text: str) -> str:
     path = Path(text)
     if path.is_file():
-        return image_id(path.read_bytes())
+        try:
+            return image_id(path.read_bytes())
+        except OSError as exc:
+            raise FaceSearchError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if looks_like_image_id(text):
         return text.lower()
     raise StoreError(f"{text} is neither a file nor an image id (64 hex digits)")

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 import click
 
 from facesearch import output
+from facesearch.cli_common import json_option
 from facesearch.errors import FaceSearchError
+from facesearch.health_probe import SERVING
 from facesearch.settings import CoreSettings
 from facesearch.stack import KAFKA, READY_TIMEOUT_S, ComponentStatus, Stack
 
@@ -27,12 +29,6 @@ def stack_data_dir_option(func: F) -> F:
         help="Data folder of the stack: its processes live in DATA_DIR/stack, the index in "
         "DATA_DIR/qdrant, as for the other commands (default: $FACESEARCH_HOME, else "
         "~/.local/share/facesearch).",
-    )(func)
-
-
-def json_flag(func: F) -> F:
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON object instead of text."
     )(func)
 
 
@@ -78,7 +74,7 @@ def stack() -> None:
     show_default=True,
     help="Seconds each component may take to become ready (the services load their models).",
 )
-@json_flag
+@json_option
 @click.pass_obj
 def up(
     settings: CoreSettings,
@@ -124,7 +120,7 @@ def up(
 
 @stack.command()
 @stack_data_dir_option
-@json_flag
+@json_option
 @click.pass_obj
 def down(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None:
     """Stop the stack: SIGTERM the gateway, detector, embedder and search in turn (each drains
@@ -142,7 +138,7 @@ def down(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None:
 
 @stack.command()
 @stack_data_dir_option
-@json_flag
+@json_option
 @click.pass_obj
 def status(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None:
     """Show each component: pid, health, ports and log. Exit status 0 when every component
@@ -152,7 +148,7 @@ def status(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None
         output.emit_json({"components": [c.to_json() for c in components]})
     else:
         print_status(components)
-    if not all(c.alive and c.health == "SERVING" for c in components):
+    if not all(c.alive and c.health == SERVING for c in components):
         sys.exit(EXIT_NOT_RUNNING)
 
 

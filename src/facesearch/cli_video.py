@@ -1,6 +1,7 @@
 """``facesearch show-frame``: the frame of a video a match points at, with the face's box drawn,
 written as an image for a person to look at. Wiring only; frames come from ``video``."""
 
+import math
 from pathlib import Path
 
 import click
@@ -43,6 +44,8 @@ class BoxParam(click.ParamType[Box]):
             x1, y1, x2, y2 = (float(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"{value!r} is not four numbers x1,y1,x2,y2", param, ctx)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            self.fail(f"{value!r}: the numbers must be finite", param, ctx)
         if x2 <= x1 or y2 <= y1:
             self.fail(f"{value!r}: x2 must exceed x1 and y2 exceed y1", param, ctx)
         return (x1, y1, x2, y2)

@@ -198,9 +198,7 @@ def _index_result(result: api_pb2.IndexResult) -> str | FaceSearchError:
 
 def refusal(text: str) -> FaceSearchError:
     """A refusal's "<code>: <message>" as the facesearch error it names."""
-    prefix, _, message = text.partition(": ")
-    cls = rpc.ERROR_OF_CODE.get(prefix)
-    return cls(message) if cls is not None else FaceSearchError(text)
+    return rpc.error_from_details(text) or FaceSearchError(text)
 
 
 def _face_from_proto(face: api_pb2.Face) -> FaceInfo:

@@ -88,7 +88,6 @@ def evaluate_lfw(
 ) -> LfwReport:
     pairs = lfw.read_pairs(pairs_file)
     vectors, seconds = embed_pair_images(root, pairs, models, settings, on_image)
-    names = sorted(vectors)
     # A pair with an image we could not read or find a face in scores -1: a miss if same person.
     scores = np.array([_score(vectors[p.left], vectors[p.right]) for p in pairs])
     same = np.array([p.same for p in pairs])
@@ -102,7 +101,7 @@ def evaluate_lfw(
         far_threshold=far_threshold,
         threshold=lfw.best_threshold(scores, same),
         detect_failures=[n for n, v in vectors.items() if v is None],
-        images=len(names),
+        images=len(vectors),
         pairs=len(pairs),
         seconds=seconds,
     )

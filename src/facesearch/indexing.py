@@ -225,7 +225,8 @@ class Indexer:
             return Outcome(path, "unchanged", loaded.image_id, seen[loaded.image_id]), None
         if loaded.video:
             outcome, records = self._index_video(loaded)
-            seen[loaded.image_id] = outcome.faces
+            if records is not None:  # a copy of a video that failed fails again, not unchanged
+                seen[loaded.image_id] = outcome.faces
             return outcome, records
         if loaded.bgr is None:
             faces = loaded.previous.faces if loaded.previous else 0

@@ -207,7 +207,7 @@ def print_by_person(query: str, answers: list[FacePeople], threshold: float) -> 
         for p in answer.people:
             click.echo(
                 f"  {p.score:6.3f}  {p.appearances:4d}  {p.label:<16} {box_text(p.best.box):<24} "
-                f"{where(p.best)}"
+                f"{where(p.best)}{when(p.best)}"
             )
         if answer.unlabelled:
             plural = "es" if answer.unlabelled != 1 else ""

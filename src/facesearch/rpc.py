@@ -76,15 +76,21 @@ def error_from_rpc(exc: grpc.RpcError, target: str) -> FaceSearchError:
     transport problem was and what to check."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
-    prefix, _, message = details.partition(": ")
-    cls = ERROR_OF_CODE.get(prefix)
-    if cls is not None:
-        return cls(message)
+    error = error_from_details(details)
+    if error is not None:
+        return error
     if code == grpc.StatusCode.UNAVAILABLE:
         return TransientError(f"{target} is unavailable ({details}); is the service running?")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return TransientError(f"{target} did not answer in time")
     return FaceSearchError(f"{target}: {code.name}: {details}")
+
+
+def error_from_details(text: str) -> FaceSearchError | None:
+    """The facesearch error that ``"<code>: <message>"`` names (None for another text)."""
+    prefix, _, message = text.partition(": ")
+    cls = ERROR_OF_CODE.get(prefix)
+    return cls(message) if cls is not None else None
 
 
 class Pending(Generic[T]):

@@ -52,6 +52,7 @@ class ServiceRuntime:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._reflection = reflection
         self._stopping = False  # a plain bool: safe to set from a signal handler
+        self._signal = ""  # the name of the stop signal received, logged once it is handled
         self._worker: StreamWorker | None = None
 
     def start(self) -> None:
@@ -89,6 +90,8 @@ class ServiceRuntime:
         except Exception:
             log.exception("%s: the stream loop failed; exiting for a restart", self.settings.name)
             status = 1
+        if self._signal:
+            log.info("%s: %s received, draining", self.settings.name, self._signal)
         self.health.enter_graceful_shutdown()
         if worker is not None:
             worker.stop()
@@ -113,7 +116,9 @@ class ServiceRuntime:
             self._worker.stop()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("%s: %s received, draining", self.settings.name, signal.Signals(signum).name)
+        # No logging here: a handler that writes to stderr while the interrupted code is
+        # writing to it can raise "reentrant call" from the middle of that code.
+        self._signal = signal.Signals(signum).name
         self.stop()
 
     def _set_health(self, status: int) -> None:

@@ -50,6 +50,7 @@ KAFKA_PORT_ENV = "FACESEARCH_STACK_KAFKA_PORT"
 CONTROLLER_PORT_ENV = "FACESEARCH_STACK_KAFKA_CONTROLLER_PORT"
 READY_TIMEOUT_S = 180.0  # per component: the services load ONNX models on a small machine
 STOP_GRACE_S = 10.0  # after a service's drain seconds, before SIGKILL
+DEFAULT_DRAIN_S = 20.0  # a service's drain seconds when its environment cannot be read
 STOPPED = "STOPPED"  # the health of a component whose process does not run
 POLL_S = 0.25
 LOG_TAIL_LINES = 20
@@ -189,7 +190,10 @@ class Stack:
         ready; return the names started (none when all was up). On a failure, stop what this
         call started and raise ``StackError`` with the end of the failed component's log."""
         report = progress or (lambda name, seconds: None)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
         started: list[str] = []
         with file_lock(self.root / ".lock"):
             try:
@@ -284,35 +288,47 @@ class Stack:
             return self._stop([*reversed(SERVICES), KAFKA])
 
     def _stop(self, names: list[str]) -> dict[str, int]:
-        stopped = {}
+        """Stop each of ``names`` in turn; one that resists does not keep the others running:
+        the first failure is raised once all were tried."""
+        stopped: dict[str, int] = {}
+        failures: list[BaseException] = []
         for name in names:
-            if name == KAFKA:
-                broker = self.broker()
-                pid = broker.running_pid()
-                if broker.stop() and pid is not None:
-                    stopped[name] = pid
-                self._broker = None
-                continue
-            pid = self.service_pid(name)
-            if pid is not None:
-                self._terminate(name, pid)
-                stopped[name] = pid
-            self.pid_path(name).unlink(missing_ok=True)
-            self._children.pop(name, None)
+            try:
+                self._stop_one(name, stopped)
+            except (FaceSearchError, OSError) as exc:
+                failures.append(exc)
+        if failures:
+            raise StackError(f"stopping the stack: {failures[0]}") from failures[0]
         return stopped
+
+    def _stop_one(self, name: str, stopped: dict[str, int]) -> None:
+        if name == KAFKA:
+            broker = self.broker()
+            pid = broker.running_pid()
+            if broker.stop() and pid is not None:
+                stopped[name] = pid
+            self._broker = None
+            return
+        pid = self.service_pid(name)
+        if pid is not None:
+            self._terminate(name, pid)
+            stopped[name] = pid
+        self.pid_path(name).unlink(missing_ok=True)
+        self._children.pop(name, None)
 
     def _terminate(self, name: str, pid: int) -> None:
         env = _process_env(pid)
         try:
-            drain_s = _SERVER_OF[name](env).drain_s if env else 20.0
+            drain_s = _SERVER_OF[name](env).drain_s if env else DEFAULT_DRAIN_S
         except ConfigError:
-            drain_s = 20.0
+            drain_s = DEFAULT_DRAIN_S
+        wait_s = drain_s + self.stop_grace_s
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if wait_gone(pid, drain_s + self.stop_grace_s, self._children.get(name)):
+        if wait_gone(pid, wait_s, self._children.get(name)):
             log.info("stopped %s pid %d", name, pid)
             return
-        log.warning("%s pid %d did not drain within %.0f s; killing it", name, pid, drain_s)
+        log.warning("%s pid %d did not stop within %.0f s; killing it", name, pid, wait_s)
         with contextlib.suppress(ProcessLookupError):
             # Its own session's group (start_new_session): anything it started goes too.
             if os.getpgid(pid) == pid:

@@ -91,6 +91,9 @@ class QdrantFaceStore:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         try:
             return cls(client, model_id, dim, url or str(path))
+        except (ResponseHandlingException, UnexpectedResponse) as exc:
+            client.close()
+            raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         except BaseException:
             client.close()  # releases local mode's lock on the folder
             raise

@@ -214,12 +214,12 @@ class StreamWorker:
             max_partition_fetch_bytes=self.max_message_bytes,
             fetch_max_bytes=self.max_message_bytes,
         )
-        # Know the topic's partitions before joining the group: a member that joins first is
-        # given nothing, and kafka-python 3.0's rejoin after the metadata arrives was seen to
-        # stall for good (assignment never delivered).
-        consumer.partitions_for_topic(self.input_topic)
-        consumer.subscribe([self.input_topic], listener=_RewindRevoked(self, consumer))
         try:
+            # Know the topic's partitions before joining the group: a member that joins first
+            # is given nothing, and kafka-python 3.0's rejoin after the metadata arrives was
+            # seen to stall for good (assignment never delivered).
+            consumer.partitions_for_topic(self.input_topic)
+            consumer.subscribe([self.input_topic], listener=_RewindRevoked(self, consumer))
             producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 acks="all",

@@ -21,7 +21,10 @@ def resolve_uri(uri: str, roots: tuple[Path, ...]) -> Path:
     parts = urlsplit(uri)
     if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
         raise BadUriError(f"{uri}: only file:// URIs and absolute paths are read")
-    path = Path(unquote(parts.path))
+    text = unquote(parts.path)
+    if "\0" in text:  # no file has one; the OS calls would raise ValueError
+        raise BadUriError(f"{uri}: the path has a NUL character")
+    path = Path(text)
     if not path.is_absolute():
         raise BadUriError(f"{uri}: the path must be absolute")
     resolved = path.resolve()
@@ -36,12 +39,13 @@ def resolve_uri(uri: str, roots: tuple[Path, ...]) -> Path:
 def read_uri(uri: str, roots: tuple[Path, ...], limits: ImageLimits) -> bytes:
     """The bytes of the file a URI names, within the image size limit."""
     path = resolve_uri(uri, roots)
-    size = path.stat().st_size
-    if size > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"{uri}: {size} bytes exceeds the limit of {limits.max_bytes} bytes (max_image_bytes)"
-        )
     try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise ImageTooLargeError(
+                f"{uri}: {size} bytes exceeds the limit of {limits.max_bytes} bytes "
+                "(max_image_bytes)"
+            )
         return path.read_bytes()
     except OSError as exc:
         raise NotFoundError(f"{uri}: cannot be read ({exc.strerror})") from exc

@@ -103,7 +103,11 @@ class VideoReader:
         self.path = path
         self.settings = settings
         self.capture = _open_capture(path)
-        self.info = _check_info(_read_info(self.capture), settings)
+        try:
+            self.info = _check_info(_read_info(self.capture), settings)
+        except BaseException:
+            self.capture.release()  # refused by its header: the caller never gets to close it
+            raise
 
     def close(self) -> None:
         self.capture.release()
@@ -242,20 +246,24 @@ def prefetched(items: Iterator[T], depth: int = 8) -> Generator[T, None, None]:
     buffer: queue.Queue[tuple[bool, object]] = queue.Queue(depth)
     stop = threading.Event()
 
+    def put(entry: tuple[bool, object]) -> bool:
+        # Never block for good: once the consumer has stopped, nobody empties a full buffer.
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((True, item)):
                     return
-            buffer.put((False, None))
+            put((False, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put((False, exc))
+            put((False, exc))
 
     thread = threading.Thread(target=produce, name="video-frames", daemon=True)
     thread.start()

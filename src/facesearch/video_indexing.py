@@ -7,14 +7,15 @@ track order: the same file always gives the same point ids, and indexing it agai
 """
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from facesearch.faces import detect_faces, embed_faces
 from facesearch.models import FaceModels
+from facesearch.pipeline import image_record
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord, VideoSpan
 from facesearch.settings import CoreSettings, VideoSettings
 from facesearch.tracking import Observation, Track, Tracker, TrackerSettings
@@ -67,6 +68,14 @@ def track_faces(video_id: str, tracks: list[Track]) -> list[FaceRecord]:
     return records
 
 
+def video_record(
+    video_id: str, meta: ImageMeta, model_id: str, info: VideoInfo, faces: int, tracks: int
+) -> ImageRecord:
+    """The video's one record (kind "video"), stamped with the time it is stored."""
+    image = image_record(video_id, meta, faces, model_id, info.width, info.height)
+    return replace(image, kind="video", duration_ms=info.duration_ms, tracks=tracks)
+
+
 def index_video(
     path: Path,
     video_id: str,
@@ -80,8 +89,9 @@ def index_video(
     FaceSearchError for a video that cannot be used; nothing is returned for half of one)."""
     tracker = Tracker(tracking or TrackerSettings())
     samples = cuts = seen = 0
-    with open_video(path, video) as reader:
-        for frame in prefetched(reader.frames()):
+    # Closing the frames first stops and joins their thread before the capture is released.
+    with open_video(path, video) as reader, closing(prefetched(reader.frames())) as frames:
+        for frame in frames:
             observations = observe(models, frame, settings.max_faces_per_image)
             tracker.update(observations, frame.cut)
             samples += 1
@@ -90,18 +100,7 @@ def index_video(
         info = reader.info
     tracks = tracker.finish()
     faces = track_faces(video_id, tracks)
-    image = ImageRecord(
-        image_id=video_id,
-        meta=meta,
-        faces=len(faces),
-        model=models.model_id,
-        width=info.width,
-        height=info.height,
-        ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        kind="video",
-        duration_ms=info.duration_ms,
-        tracks=len(tracks),
-    )
+    image = video_record(video_id, meta, models.model_id, info, len(faces), len(tracks))
     logger.info(
         "%s: %d samples (%d at cuts), %d faces seen, %d tracks, %d faces stored",
         path,

@@ -58,3 +58,8 @@ def test_a_missing_file_is_not_found(root: Path) -> None:
 def test_a_file_over_the_size_limit_is_refused_unread(root: Path) -> None:
     with pytest.raises(ImageTooLargeError, match="exceeds the limit of 4 bytes"):
         read_uri(str(root / "a photo.jpg"), (root,), ImageLimits(max_bytes=4))
+
+
+def test_a_nul_byte_in_a_uri_is_a_bad_uri_not_a_crash(root: Path) -> None:
+    with pytest.raises(BadUriError):
+        resolve_uri(f"file://{root}/a%00b.jpg", (root,))

@@ -2,6 +2,8 @@
 written with OpenCV, times as text, bad files, the streaming hash and the frame prefetcher."""
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,3 +206,13 @@ def test_prefetched_stops_its_thread_when_the_consumer_stops() -> None:
     stream = prefetched(endless(), depth=2)
     assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
     stream.close()  # joins the producer thread; a hang here would fail by timeout
+
+
+def test_closing_a_prefetch_early_with_a_full_buffer_does_not_hang() -> None:
+    reader = prefetched(iter(range(100)), depth=2)
+    assert next(reader) == 0
+    time.sleep(0.2)  # the thread fills the buffer and waits to put more
+    done = threading.Event()
+    closer = threading.Thread(target=lambda: (reader.close(), done.set()), daemon=True)
+    closer.start()
+    assert done.wait(5), "closing the prefetch hung"

@@ -19,7 +19,7 @@ from facesearch.pipeline import UnindexedFace, analyze_decoded, apply_gate, embe
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.video import file_sha256
+from facesearch.video import check_video_size, file_sha256
 from facesearch.video_indexing import index_video
 
 _FLUSH_EVERY = 32
@@ -178,6 +178,7 @@ class Indexer:
 
     def _load_video(self, item: InputFile) -> "_Loaded":
         """Hash and look up a video; its frames are read later, while it is indexed."""
+        check_video_size(item.path, self.video)  # a huge file is refused before it is hashed
         image_id = file_sha256(item.path)
         local = str(item.path.resolve())
         meta = ImageMeta(self.source_url or local, local, item.label, self.collection)

@@ -40,7 +40,13 @@ from kafka.errors import (  # type: ignore[import-untyped]
 from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
 
-from facesearch.errors import ConfigError, FaceSearchError, ModelError, StoreError
+from facesearch.errors import (
+    ConfigError,
+    FaceSearchError,
+    ImageTooLargeError,
+    ModelError,
+    StoreError,
+)
 from facesearch.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ Outcome = list[Message] | FaceSearchError
 BatchHandler = Callable[[list[Message]], list[Outcome]]
 
 DLQ_SUFFIX = ".dlq"
+RECORD_OVERHEAD_BYTES = 1024  # a record's framing and headers, within the producer's limit
 FLUSH_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
 SLEEP_SLICE_S = 0.05  # how often a backoff looks at the stop flag
@@ -334,7 +341,10 @@ class StreamWorker:
         return outcomes
 
     def _send(self, producer: Any, record: Any, outcome: Outcome) -> None:
-        """Send a record's outputs, or the record itself to the dead-letter topic."""
+        """Send a record's outputs, or the record itself to the dead-letter topic (also when
+        an output is too large for a message: the broker would refuse it on every retry)."""
+        if not isinstance(outcome, FaceSearchError):
+            outcome = self._oversized(outcome) or outcome
         if not isinstance(outcome, FaceSearchError):
             for key, value in outcome:
                 self._sent.append(producer.send(self.output_topic, value=value, key=key))
@@ -349,6 +359,16 @@ class StreamWorker:
         self._sent.append(future)
         self.dead_lettered += 1
         self.metrics.dead_lettered.labels(self.input_topic, outcome.code).inc()
+
+    def _oversized(self, outputs: list[Message]) -> ImageTooLargeError | None:
+        limit = self.max_message_bytes - RECORD_OVERHEAD_BYTES
+        size = max((len(value) + len(key or b"") for key, value in outputs), default=0)
+        if size <= limit:
+            return None
+        return ImageTooLargeError(
+            f"its output of {size} bytes exceeds the {limit} bytes a message may carry "
+            "(FACESEARCH_KAFKA_MAX_MESSAGE_BYTES)"
+        )
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep in short slices; False as soon as ``stop()`` was called."""

@@ -145,6 +145,12 @@ class VideoReader:
 
 def open_video(path: Path, settings: VideoSettings) -> VideoReader:
     """Open ``path`` and check its header against the limits (raises FaceSearchError)."""
+    check_video_size(path, settings)
+    return VideoReader(path, settings)
+
+
+def check_video_size(path: Path, settings: VideoSettings) -> None:
+    """Refuse an empty file, or one over the size limit, before anything reads it."""
     size = _file_size(path)
     if size == 0:
         raise BadImageError("empty file")
@@ -153,7 +159,6 @@ def open_video(path: Path, settings: VideoSettings) -> VideoReader:
             f"{size} bytes exceeds the video limit of {settings.max_bytes} bytes "
             "(FACESEARCH_VIDEO_MAX_BYTES)"
         )
-    return VideoReader(path, settings)
 
 
 def _file_size(path: Path) -> int:

@@ -85,3 +85,21 @@ def test_every_metric_is_named_for_facesearch_and_explained() -> None:
         "facesearch_processing_seconds",
     }
     assert all(f.documentation.endswith(".") and len(f.documentation) > 20 for f in families)
+
+
+def test_an_output_too_large_for_a_message_dead_letters_its_record() -> None:
+    producer, registry = RecordingProducer(), CollectorRegistry()
+
+    def handler(key: bytes | None, value: bytes) -> list[Message]:
+        return [(key, b"x" * 5000)]
+
+    metrics = StreamMetrics(registry)
+    worker = StreamWorker(
+        "127.0.0.1:1", "in", "group", "out", handler, metrics=metrics, max_message_bytes=4096
+    )
+    worker._process_batch(UntouchedConsumer(), producer, [RECORD])
+
+    [(topic, sent)] = producer.sent
+    assert (topic, sent["value"]) == ("in.dlq", b"v")
+    assert dict(sent["headers"])["reason"].startswith(b"too_large: its output of 5001 bytes")
+    assert (worker.dead_lettered, worker.consumed) == (1, 1)

@@ -14,6 +14,7 @@ import pytest
 from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ImageTooLargeError
 from facesearch.settings import EnvReader, VideoSettings
 from facesearch.video import (
+    check_video_size,
     file_sha256,
     format_ms,
     open_video,
@@ -216,3 +217,14 @@ def test_closing_a_prefetch_early_with_a_full_buffer_does_not_hang() -> None:
     closer = threading.Thread(target=lambda: (reader.close(), done.set()), daemon=True)
     closer.start()
     assert done.wait(5), "closing the prefetch hung"
+
+
+def test_a_video_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    clip = tmp_path / "big.mp4"
+    clip.write_bytes(b"\x00" * 20)
+    with pytest.raises(ImageTooLargeError, match="FACESEARCH_VIDEO_MAX_BYTES"):
+        check_video_size(clip, VideoSettings(max_bytes=10))
+    check_video_size(clip, VideoSettings(max_bytes=20))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(BadImageError, match="empty file"):
+        check_video_size(tmp_path / "empty.mp4", VideoSettings())

@@ -21,6 +21,7 @@ the thin Kafka shell around either (it runs a ``Handler`` through ``batched``):
 Delivery is at least once: handlers must be idempotent.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -140,6 +141,7 @@ class _RewindRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.worker._rewind(self.consumer, set(revoked))
+        self.worker._forget_lag(set(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         pass
@@ -280,6 +282,12 @@ class StreamWorker:
             if position is not None:
                 gauge = self.metrics.consumer_lag.labels(partition.topic, str(partition.partition))
                 gauge.set(highwater - position)
+
+    def _forget_lag(self, partitions: set[Any]) -> None:
+        """Another consumer reports the lag of partitions this one no longer owns."""
+        for partition in partitions:
+            with contextlib.suppress(KeyError):  # never measured here
+                self.metrics.consumer_lag.remove(partition.topic, str(partition.partition))
 
     def _rewind(self, consumer: Any, partitions: set[Any]) -> None:
         """Drop the buffered records of ``partitions`` and seek each back to the first of them:

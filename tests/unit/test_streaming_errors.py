@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ModelError, StoreError
@@ -103,3 +104,16 @@ def test_an_output_too_large_for_a_message_dead_letters_its_record() -> None:
     assert (topic, sent["value"]) == ("in.dlq", b"v")
     assert dict(sent["headers"])["reason"].startswith(b"too_large: its output of 5001 bytes")
     assert (worker.dead_lettered, worker.consumed) == (1, 1)
+
+
+def test_the_lag_of_a_revoked_partition_is_no_longer_reported() -> None:
+    registry = CollectorRegistry()
+    worker = worker_raising(BadImageError("unused"), registry)
+    worker.metrics.consumer_lag.labels("in", "2").set(5)
+    worker.metrics.consumer_lag.labels("in", "3").set(1)
+
+    worker._forget_lag({TopicPartition("in", 2), TopicPartition("in", 9)})
+
+    lag = "facesearch_consumer_lag"
+    assert registry.get_sample_value(lag, {"topic": "in", "partition": "2"}) is None
+    assert registry.get_sample_value(lag, {"topic": "in", "partition": "3"}) == 1.0

@@ -141,7 +141,8 @@ class _RewindRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.worker._rewind(self.consumer, set(revoked))
-        self.worker._forget_lag(set(revoked))
+        if not self.worker._stopping:  # a rebalance: another member now reports their lag
+            self.worker._forget_lag(set(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         pass

@@ -64,7 +64,11 @@ class DeadLetterWatcher:
                 time.sleep(RETRY_S)
 
     def _consume(self) -> None:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            enable_incremental_fetch_sessions=False,  # see streaming.StreamWorker.run
+        )
         try:
             partitions = self._partitions(consumer)
             if not partitions:

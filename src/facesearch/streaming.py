@@ -145,7 +145,7 @@ class _RewindRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
             self.worker._forget_lag(set(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        self.worker._seek_rewound(self.consumer, set(assigned))
 
 
 class StreamWorker:
@@ -207,6 +207,7 @@ class StreamWorker:
         self._sent: list[Any] = []  # futures of the sends since the last commit
         self._done: dict[Any, int] = {}  # partition -> next offset to commit
         self._paused: dict[Any, float] = {}  # partition -> monotonic time to resume it
+        self._rewound: dict[Any, int] = {}  # partition -> first dropped offset, since a revoke
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand, flush, commit, close and return (the
@@ -223,6 +224,10 @@ class StreamWorker:
             max_poll_records=self.batch,
             max_partition_fetch_bytes=self.max_message_bytes,
             fetch_max_bytes=self.max_message_bytes,
+            # With kafka-python 3.0's incremental fetch sessions a partition's newer records were
+            # seen never to arrive (the poison-in-a-batch test stalled in the first run of 3 out
+            # of 4 series); with full fetch requests, which cost a little bandwidth, it has not.
+            enable_incremental_fetch_sessions=False,
         )
         try:
             # Know the topic's partitions before joining the group: a member that joins first
@@ -297,7 +302,17 @@ class StreamWorker:
         buffered = [record for _, record in self._buffer if partition_of(record) in partitions]
         for partition, offset in first_offsets(buffered).items():
             consumer.seek(partition, offset)
+            self._rewound[partition] = offset
         self._drop(partitions)
+
+    def _seek_rewound(self, consumer: Any, assigned: set[Any]) -> None:
+        """Seek the partitions given back to this consumer to the records it dropped when they
+        were revoked: the seek made then may not survive the new assignment (the partition's
+        state can be renewed), and nothing fetched past them must be skipped."""
+        rewound, self._rewound = self._rewound, {}
+        for partition, offset in rewound.items():
+            if partition in assigned:
+                consumer.seek(partition, offset)
 
     def _drop(self, partitions: set[Any]) -> None:
         self._buffer = [(t, r) for t, r in self._buffer if partition_of(r) not in partitions]

@@ -160,6 +160,7 @@ class KafkaTool:
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             max_partition_fetch_bytes=64 * 1024 * 1024,
+            enable_incremental_fetch_sessions=False,  # see streaming.StreamWorker.run
         )
         try:
             found = consumer.partitions_for_topic(topic) or set()

@@ -20,17 +20,16 @@ import argparse
 import os
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from kafka import KafkaProducer  # type: ignore[import-untyped]
-from prometheus_client.parser import text_string_to_metric_families
 
 from common import DEFAULT_DATA, lfw_images
 from facesearch import codec
 from facesearch.broker import free_port
 from facesearch.client import GatewayClient, IndexItem
+from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.records import Filters
@@ -51,28 +50,16 @@ def stack_env(home: Path) -> dict[str, str]:
     return env
 
 
-def sample(metrics_port: int, name: str, **labels: str) -> float:
-    """One sample of a service's /metrics (0 when absent)."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        text = answer.read().decode("utf-8")
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return 0.0
-
-
 def consumed(metrics_port: int, topic: str) -> float:
-    return sample(metrics_port, "facesearch_messages_consumed_total", topic=topic)
+    return scrape(metrics_port, "facesearch_messages_consumed_total", topic=topic)
 
 
 def server_ms(ports: dict[str, int], calls: dict[str, str]) -> str:
     """Mean server-side time of each internal call, from each service's own histogram."""
     parts = []
     for service, method in calls.items():
-        total = sample(ports[service], "facesearch_grpc_request_seconds_sum", method=method)
-        count = sample(ports[service], "facesearch_grpc_request_seconds_count", method=method)
+        total = scrape(ports[service], "facesearch_grpc_request_seconds_sum", method=method)
+        count = scrape(ports[service], "facesearch_grpc_request_seconds_count", method=method)
         parts.append(f"{method.rsplit('/', 1)[1]} {1000 * total / max(count, 1):.1f} ms")
     return ", ".join(parts)
 

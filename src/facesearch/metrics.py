@@ -5,7 +5,10 @@ dashboards and alert rules in deploy/ can be written against this file alone. Ea
 takes a registry: the process-wide default in a service, a fresh one in a test.
 """
 
+import urllib.request
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 # Seconds: from a few milliseconds (a small photo) to a minute (a stuck dependency).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -124,3 +127,15 @@ class WorkMetrics:
             ["outcome"],
             registry=registry,
         )
+
+
+def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:
+    """One sample of the metrics a process serves on ``host:port`` (0 when it has none such):
+    what the tests and benchmarks read of a running service."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode("utf-8")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +22,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from facesearch.broker import Broker, free_port, jars_ready
 from facesearch.cli import demo_photos
+from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.settings import CoreSettings
@@ -317,17 +316,6 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         if service.process is not None and service.process.poll() is None:
             service.process.kill()
             service.process.wait()
-
-
-def scrape(port: int, name: str, **labels: str) -> float:
-    """One sample of the /metrics on 127.0.0.1:``port`` (0 when absent)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode("utf-8")
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from typing import NamedTuple, Self, TypeVar
 
 import grpc
 
-from facesearch import codec, rpc
+from facesearch import api_codec, rpc
+from facesearch.codec import box_from_proto
 from facesearch.errors import (
     FaceSearchError,
     ImageTooLargeError,
@@ -140,7 +141,7 @@ class GatewayClient:
         return ImageState(
             got.image_id or image_id,
             STATUS_NAMES.get(got.status, "unspecified"),
-            codec.image_record_from_proto(got.image) if indexed else None,
+            api_codec.image_record_from_proto(got.image) if indexed else None,
             [_face_from_proto(f) for f in got.faces],
             got.error,
         )
@@ -148,10 +149,13 @@ class GatewayClient:
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         """``threshold`` None leaves it to the gateway (its calibrated same-person one)."""
         request = api_pb2.SearchRequest(
-            image=data, top_k=top_k, threshold=threshold, filters=codec.filters_to_proto(filters)
+            image=data,
+            top_k=top_k,
+            threshold=threshold,
+            filters=api_codec.filters_to_proto(filters),
         )
         got = self._call(lambda: self._stub.Search(request, timeout=self.timeout_s))
-        faces = [codec.query_face_from_proto(f) for f in got.faces]
+        faces = [api_codec.query_face_from_proto(f) for f in got.faces]
         return Found(faces, got.model, _float32(got.threshold))
 
     def compare(self, a: bytes, b: bytes, threshold: float | None = None) -> Comparison:
@@ -169,14 +173,14 @@ class GatewayClient:
 
     def delete(self, selector: Selector) -> tuple[int, int]:
         """(images, faces) deleted."""
-        request = codec.selector_to_proto(selector)
+        request = api_codec.selector_to_proto(selector)
         got = self._call(lambda: self._stub.Delete(request, timeout=self.timeout_s))
         return got.images, got.faces
 
     def stats(self) -> StoreStats:
         request = api_pb2.StatsRequest()
         got = self._call(lambda: self._stub.Stats(request, timeout=self.timeout_s))
-        return codec.stats_from_proto(got)
+        return api_codec.stats_from_proto(got)
 
 
 def error_from_rpc(exc: grpc.RpcError, target: str) -> FaceSearchError:
@@ -202,7 +206,7 @@ def refusal(text: str) -> FaceSearchError:
 
 
 def _face_from_proto(face: api_pb2.Face) -> FaceInfo:
-    return FaceInfo(face.face_index, codec.box_from_proto(face.box), face.det_score, face.quality)
+    return FaceInfo(face.face_index, box_from_proto(face.box), face.det_score, face.quality)
 
 
 class GatewayIndexer:

@@ -1,8 +1,8 @@
-"""Between the core's records and the protobuf messages of protos/: one function per direction,
-so the services convert 1:1 and a message that breaks the schema's rules is refused here,
-where it enters, as a ``BadMessageError``."""
+"""Between the core's records and the Kafka events of protos/ (and the Box and ImageMeta
+messages every API shares): one function per direction, so the services convert 1:1 and a
+message that breaks the schema's rules is refused here, where it enters, as a
+``BadMessageError``. The API's own messages convert in ``api_codec``."""
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -17,14 +17,9 @@ from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.records import (
     Box,
     FaceRecord,
-    Filters,
     ImageMeta,
     ImageRecord,
-    Match,
-    Selector,
-    StoreStats,
 )
-from facesearch.searching import QueryFace
 
 CROP_BYTES = ALIGNED_SIZE * ALIGNED_SIZE * 3  # 112 x 112 BGR, uint8
 M = TypeVar("M", events_pb2.ImageEvent, events_pb2.FacesEvent, events_pb2.EmbeddingsEvent)
@@ -152,64 +147,3 @@ def now() -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(datetime.now(UTC))
     return stamp
-
-
-# -- the public API's messages, for its clients (servers convert with api_codec) -----------
-
-
-def match_from_proto(match: api_pb2.Match) -> Match:
-    return Match(
-        match.score,
-        match.image_id,
-        match.face_index,
-        box_from_proto(match.box),
-        match.source_uri,
-        match.path,
-        match.label,
-        match.collection or "default",
-        match.det_score,
-    )
-
-
-def query_face_from_proto(face: api_pb2.QueryFace) -> QueryFace:
-    matches = [match_from_proto(m) for m in face.matches]
-    return QueryFace(face.index, box_from_proto(face.box), face.det_score, face.quality, matches)
-
-
-def image_record_from_proto(record: api_pb2.ImageRecord) -> ImageRecord:
-    meta = meta_from_proto(record.meta)
-    return ImageRecord(
-        record.image_id,
-        meta,
-        record.faces,
-        record.model,
-        record.width,
-        record.height,
-        record.ingested_at,
-    )
-
-
-def filters_to_proto(filters: Filters) -> api_pb2.Filters:
-    return api_pb2.Filters(
-        label=filters.label, source_uri=filters.source_uri, collection=filters.collection
-    )
-
-
-def selector_to_proto(selector: Selector) -> api_pb2.DeleteRequest:
-    """The one field of ``selector`` that is set; none or several is a ``BadMessageError``."""
-    given = {k: v for k, v in asdict(selector).items() if v}
-    if len(given) != 1:
-        raise BadMessageError("a delete needs exactly one of image_id, label, source_uri")
-    return api_pb2.DeleteRequest(**given)
-
-
-def stats_from_proto(stats: api_pb2.StatsResponse) -> StoreStats:
-    return StoreStats(
-        stats.images,
-        stats.images_with_faces,
-        stats.faces,
-        dict(stats.labels),
-        stats.model,
-        stats.collection,
-        stats.location,
-    )

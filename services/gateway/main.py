@@ -40,7 +40,8 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
     watcher.start()
     stack.callback(watcher.stop)
     produced = StreamMetrics().produced.labels(kafka.images_topic)
-    submitted = WorkMetrics().images_submitted
+    work = WorkMetrics()
+    submitted = work.images_submitted
 
     def record(outcome: str) -> None:
         submitted.labels(outcome).inc()
@@ -55,6 +56,7 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
         failures=failures,
         queued=RecentIds(REMEMBERED_IMAGES),
         record_queued=record,
+        record_matches=work.search_matches.observe,
     )
 
 

@@ -48,6 +48,7 @@ class Backends:
     failures: RecentIds  # image id -> why the pipeline dropped it
     queued: RecentIds  # image id -> when it was queued here
     record_queued: Callable[[str], None]  # metrics: one image queued ("queued") or refused
+    record_matches: Callable[[int], None]  # metrics: matches answered for one query face
 
 
 class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
@@ -172,6 +173,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
             filters=request.filters,
         )
         found = self._call(backends.search.SearchVectors, query, "search", context)
+        for result in found.results:
+            backends.record_matches(len(result.matches))
         faces = [
             api_pb2.QueryFace(
                 index=face.index,

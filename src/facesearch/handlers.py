@@ -4,6 +4,7 @@ their crops in one model call. Each wraps the same core functions the embedded C
 none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
 
+import time
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -124,6 +125,9 @@ def store_handler(store: QdrantFaceStore, *, metrics: WorkMetrics | None = None)
                 store.put_images([records])
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
+        if metrics and event.HasField("submitted_at"):
+            age = time.time() - event.submitted_at.ToMicroseconds() / 1e6
+            metrics.indexing_latency.observe(max(age, 0.0))
         return []
 
     return handle

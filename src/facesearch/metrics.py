@@ -127,6 +127,19 @@ class WorkMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.indexing_latency = Histogram(
+            "facesearch_indexing_latency_seconds",
+            "End to end: from the gateway (or producer) accepting an image to its faces being "
+            "stored in Qdrant, observed by the search service.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+            registry=registry,
+        )
+        self.search_matches = Histogram(
+            "facesearch_search_matches",
+            "Matches returned for one query face of a Search call, observed by the gateway.",
+            buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=registry,
+        )
 
 
 def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:

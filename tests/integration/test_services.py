@@ -192,6 +192,7 @@ def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert metric(search.metrics_port, "facesearch_qdrant_seconds_count", operation="upsert") == 2
     assert metric(search.metrics_port, "facesearch_qdrant_seconds_count", operation="query") == 1
+    assert metric(search.metrics_port, "facesearch_indexing_latency_seconds_count") == 2
     assert search.stop() == 0
     group = env["FACESEARCH_SEARCH_GROUP"]
     assert_committed_to_the_end(kafka, group, topic)

@@ -99,7 +99,9 @@ class ImageRecord:
 class Match:
     """A stored face that resembles a query face; ``score`` is cosine similarity. A face of a
     video has its ``video_id`` (empty for still images) and times in milliseconds: its track's
-    first and last sampled frame and the frame of this face (``best_ms``); -1 for images."""
+    first and last sampled frame and the frame of this face (``best_ms``); -1 for images.
+    ``decision`` is what a gateway said the score means ("match", "possible", "no_match");
+    empty where nobody said (the embedded search: output decides with the local calibration)."""
 
     score: float
     image_id: str
@@ -114,6 +116,8 @@ class Match:
     t_start_ms: int = -1
     t_end_ms: int = -1
     best_ms: int = -1
+    track_id: int = -1
+    decision: str = ""
 
 
 @dataclass(frozen=True)

@@ -329,4 +329,5 @@ def _match(score: float, payload: dict[str, Any]) -> Match:
         t_start_ms=int(payload.get("t_start_ms", -1)),
         t_end_ms=int(payload.get("t_end_ms", -1)),
         best_ms=int(payload.get("best_ms", -1)),
+        track_id=int(payload.get("track_id", -1)),
     )

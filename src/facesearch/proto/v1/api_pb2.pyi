@@ -26,6 +26,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Decision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_UNSPECIFIED: _Decision.ValueType  # 0
+    DECISION_NO_MATCH: _Decision.ValueType  # 1
+    DECISION_POSSIBLE: _Decision.ValueType  # 2
+    DECISION_MATCH: _Decision.ValueType  # 3
+
+class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper):
+    """What a score means (calibration.decide): MATCH at or above the threshold calibrated for a
+    false-match rate of 1e-4, POSSIBLE at or above the one for 1e-3, else NO_MATCH.
+    """
+
+DECISION_UNSPECIFIED: Decision.ValueType  # 0
+DECISION_NO_MATCH: Decision.ValueType  # 1
+DECISION_POSSIBLE: Decision.ValueType  # 2
+DECISION_MATCH: Decision.ValueType  # 3
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
 class _ImageStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -127,6 +149,9 @@ class ImageRecord(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     INGESTED_AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    TRACKS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """sha256 of the image bytes, 64 lowercase hex digits"""
     faces: _builtins.int
@@ -139,6 +164,12 @@ class ImageRecord(_message.Message):
     """pixels"""
     ingested_at: _builtins.str
     """ISO 8601, UTC, when the search service stored it"""
+    kind: _builtins.str
+    """"image" or "video" """
+    duration_ms: _builtins.int
+    """videos only"""
+    tracks: _builtins.int
+    """videos only: face tracks found; faces counts the points stored"""
     @_builtins.property
     def meta(self) -> Global___ImageMeta: ...
     def __init__(
@@ -151,10 +182,13 @@ class ImageRecord(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         ingested_at: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        duration_ms: _builtins.int = ...,
+        tracks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "height", b"height", "image_id", b"image_id", "ingested_at", b"ingested_at", "meta", b"meta", "model", b"model", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "faces", b"faces", "height", b"height", "image_id", b"image_id", "ingested_at", b"ingested_at", "kind", b"kind", "meta", b"meta", "model", b"model", "tracks", b"tracks", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,6 +270,8 @@ class Match(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     COLLECTION_FIELD_NUMBER: _builtins.int
     DET_SCORE_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """cosine similarity to the query face"""
     image_id: _builtins.str
@@ -246,9 +282,15 @@ class Match(_message.Message):
     collection: _builtins.str
     det_score: _builtins.float
     """detector confidence of the matched face"""
+    decision: Global___Decision.ValueType
+    """what the score means at the gateway's calibrated operating points"""
     @_builtins.property
     def box(self) -> Global___Box:
         """where the face is in the matched image"""
+
+    @_builtins.property
+    def video(self) -> Global___VideoSpan:
+        """set when the face is from a video (image_id is then the video's id)"""
 
     def __init__(
         self,
@@ -262,14 +304,118 @@ class Match(_message.Message):
         label: _builtins.str = ...,
         collection: _builtins.str = ...,
         det_score: _builtins.float = ...,
+        decision: Global___Decision.ValueType = ...,
+        video: Global___VideoSpan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "collection", b"collection", "det_score", b"det_score", "face_index", b"face_index", "image_id", b"image_id", "label", b"label", "path", b"path", "score", b"score", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "collection", b"collection", "decision", b"decision", "det_score", b"det_score", "face_index", b"face_index", "image_id", b"image_id", "label", b"label", "path", b"path", "score", b"score", "source_uri", b"source_uri", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Match: _TypeAlias = Match  # noqa: Y015
+
+@_typing.final
+class VideoSpan(_message.Message):
+    """Where a stored face of a video was seen (records.VideoSpan), in milliseconds from the start."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    T_START_MS_FIELD_NUMBER: _builtins.int
+    T_END_MS_FIELD_NUMBER: _builtins.int
+    BEST_MS_FIELD_NUMBER: _builtins.int
+    video_id: _builtins.str
+    track_id: _builtins.int
+    """the face's track, numbered 0.. in order of appearance"""
+    t_start_ms: _builtins.int
+    """the track's first sampled frame"""
+    t_end_ms: _builtins.int
+    """the track's last sampled frame"""
+    best_ms: _builtins.int
+    """the frame this face was taken from"""
+    def __init__(
+        self,
+        *,
+        video_id: _builtins.str = ...,
+        track_id: _builtins.int = ...,
+        t_start_ms: _builtins.int = ...,
+        t_end_ms: _builtins.int = ...,
+        best_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_ms", b"best_ms", "t_end_ms", b"t_end_ms", "t_start_ms", b"t_start_ms", "track_id", b"track_id", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoSpan: _TypeAlias = VideoSpan  # noqa: Y015
+
+@_typing.final
+class Rejection(_message.Message):
+    """Why a face fails the indexing quality gate (faces.Rejection): the measured value and the
+    limit it missed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """too_small | blurred | extreme_pose | low_confidence"""
+    value: _builtins.float
+    limit: _builtins.float
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        value: _builtins.float = ...,
+        limit: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "reason", b"reason", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rejection: _TypeAlias = Rejection  # noqa: Y015
+
+@_typing.final
+class Person(_message.Message):
+    """One labelled person among a query face's matches (identities.Person)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    APPEARANCES_FIELD_NUMBER: _builtins.int
+    BEST_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    score: _builtins.float
+    """the best match's score"""
+    appearances: _builtins.int
+    """matching faces with this label"""
+    @_builtins.property
+    def best(self) -> Global___Match:
+        """where the person appears most alike"""
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        score: _builtins.float = ...,
+        appearances: _builtins.int = ...,
+        best: Global___Match | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["best", b"best"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appearances", b"appearances", "best", b"best", "label", b"label", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Person: _TypeAlias = Person  # noqa: Y015
 
 @_typing.final
 class IndexRequest(_message.Message):
@@ -470,12 +616,19 @@ class QueryFace(_message.Message):
     DET_SCORE_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     MATCHES_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    IDENTIFIED_FIELD_NUMBER: _builtins.int
+    UNLABELLED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """position among the query image's faces, best det_score first"""
     det_score: _builtins.float
     """detector confidence, 0 to 1"""
     quality: _builtins.float
     """0 to 1: det_score damped for small or blurred faces"""
+    identified: _builtins.bool
+    unlabelled: _builtins.int
+    """matches without a label, left out of people"""
     @_builtins.property
     def box(self) -> Global___Box:
         """where the face is in the query image"""
@@ -483,6 +636,19 @@ class QueryFace(_message.Message):
     @_builtins.property
     def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Match]:
         """best score first, at most top_k"""
+
+    @_builtins.property
+    def warning(self) -> Global___Rejection:
+        """Set when the face fails the indexing quality gate: it is searched all the same, but its
+        matches deserve less trust.
+        """
+
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person]:
+        """The labelled people among the matches (identities.by_person): each label given to at most
+        one face of the query image. When identified, people[0] is the person this face was
+        given; the others are people no face was given, listed under the face most like them.
+        """
 
     def __init__(
         self,
@@ -492,10 +658,14 @@ class QueryFace(_message.Message):
         det_score: _builtins.float = ...,
         quality: _builtins.float = ...,
         matches: _abc.Iterable[Global___Match] | None = ...,
+        warning: Global___Rejection | None = ...,
+        people: _abc.Iterable[Global___Person] | None = ...,
+        identified: _builtins.bool = ...,
+        unlabelled: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "det_score", b"det_score", "index", b"index", "matches", b"matches", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "det_score", b"det_score", "identified", b"identified", "index", b"index", "matches", b"matches", "people", b"people", "quality", b"quality", "unlabelled", b"unlabelled", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +678,7 @@ class SearchResponse(_message.Message):
     FACES_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
+    OPERATING_POINTS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """id of the embedding model that produced the scores"""
     threshold: _builtins.float
@@ -516,20 +687,79 @@ class SearchResponse(_message.Message):
     def faces(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryFace]:
         """every face of the query image, in index order"""
 
+    @_builtins.property
+    def operating_points(self) -> Global___OperatingPoints:
+        """what decided each Match.decision"""
+
     def __init__(
         self,
         *,
         faces: _abc.Iterable[Global___QueryFace] | None = ...,
         model: _builtins.str = ...,
         threshold: _builtins.float = ...,
+        operating_points: Global___OperatingPoints | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operating_points", b"operating_points"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "model", b"model", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "model", b"model", "operating_points", b"operating_points", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
+
+@_typing.final
+class OperatingPoints(_message.Message):
+    """The gateway's calibrated thresholds (calibration.active_points): false-match rate -> lowest
+    score at that rate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ThresholdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    THRESHOLDS_FIELD_NUMBER: _builtins.int
+    MATCH_THRESHOLD_FIELD_NUMBER: _builtins.int
+    POSSIBLE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    match_threshold: _builtins.float
+    """Decision MATCH at or above"""
+    possible_threshold: _builtins.float
+    """Decision POSSIBLE at or above"""
+    @_builtins.property
+    def thresholds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """keys "0.01", "0.001", "0.0001" """
+
+    def __init__(
+        self,
+        *,
+        thresholds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        match_threshold: _builtins.float = ...,
+        possible_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_threshold", b"match_threshold", "possible_threshold", b"possible_threshold", "thresholds", b"thresholds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OperatingPoints: _TypeAlias = OperatingPoints  # noqa: Y015
 
 @_typing.final
 class CompareRequest(_message.Message):

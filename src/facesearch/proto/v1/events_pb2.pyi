@@ -107,6 +107,7 @@ class DetectedFace(_message.Message):
     QUALITY_FIELD_NUMBER: _builtins.int
     LANDMARKS_FIELD_NUMBER: _builtins.int
     CROP_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """position among the image's faces, best det_score first"""
     det_score: _builtins.float
@@ -125,6 +126,12 @@ class DetectedFace(_message.Message):
         mouth corner (insightface's order).
         """
 
+    @_builtins.property
+    def rejection(self) -> _api_pb2.Rejection:
+        """Set in the detector's Detect answers (queries) for a face that fails the quality gate;
+        such faces are never in a FacesEvent.
+        """
+
     def __init__(
         self,
         *,
@@ -134,14 +141,56 @@ class DetectedFace(_message.Message):
         quality: _builtins.float = ...,
         landmarks: _abc.Iterable[Global___Point] | None = ...,
         crop: _builtins.bytes = ...,
+        rejection: _api_pb2.Rejection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "rejection", b"rejection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "crop", b"crop", "det_score", b"det_score", "index", b"index", "landmarks", b"landmarks", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "crop", b"crop", "det_score", b"det_score", "index", b"index", "landmarks", b"landmarks", "quality", b"quality", "rejection", b"rejection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetectedFace: _TypeAlias = DetectedFace  # noqa: Y015
+
+@_typing.final
+class VideoFrame(_message.Message):
+    """One sampled frame of a video: its FacesEvent and EmbeddingsEvent carry the video's id as
+    image_id (and key), so every frame of a video travels one partition, in order; the search
+    service tracks the faces across frames once the last one arrives.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MS_FIELD_NUMBER: _builtins.int
+    CUT_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    ms: _builtins.int
+    """the frame's time from the start of the video"""
+    cut: _builtins.bool
+    """sampled because the scene changed"""
+    sample: _builtins.int
+    """0, 1, 2... in order"""
+    last: _builtins.bool
+    """the video's last sample: sample + 1 samples in all"""
+    duration_ms: _builtins.int
+    """of the whole video"""
+    def __init__(
+        self,
+        *,
+        ms: _builtins.int = ...,
+        cut: _builtins.bool = ...,
+        sample: _builtins.int = ...,
+        last: _builtins.bool = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "duration_ms", b"duration_ms", "last", b"last", "ms", b"ms", "sample", b"sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoFrame: _TypeAlias = VideoFrame  # noqa: Y015
 
 @_typing.final
 class FacesEvent(_message.Message):
@@ -158,6 +207,7 @@ class FacesEvent(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     FACES_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    FRAME_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     width: _builtins.int
     """pixels"""
@@ -175,6 +225,10 @@ class FacesEvent(_message.Message):
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
         """copied from the ImageEvent"""
 
+    @_builtins.property
+    def frame(self) -> Global___VideoFrame:
+        """set for a frame of a video"""
+
     def __init__(
         self,
         *,
@@ -185,10 +239,11 @@ class FacesEvent(_message.Message):
         model: _builtins.str = ...,
         faces: _abc.Iterable[Global___DetectedFace] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        frame: Global___VideoFrame | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,6 +304,7 @@ class EmbeddingsEvent(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     FACES_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    FRAME_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     width: _builtins.int
     """pixels"""
@@ -266,6 +322,10 @@ class EmbeddingsEvent(_message.Message):
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
         """copied from the ImageEvent"""
 
+    @_builtins.property
+    def frame(self) -> Global___VideoFrame:
+        """copied from the FacesEvent"""
+
     def __init__(
         self,
         *,
@@ -276,10 +336,11 @@ class EmbeddingsEvent(_message.Message):
         model: _builtins.str = ...,
         faces: _abc.Iterable[Global___EmbeddedFace] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        frame: Global___VideoFrame | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

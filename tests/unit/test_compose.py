@@ -11,15 +11,14 @@ import fnmatch
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
+from deploy_queries import dashboard_files, dashboard_queries, panels, unknown_metric_problems
 
-from facesearch import metrics
 from facesearch.errors import ConfigError
 from facesearch.service_settings import SERVICES
 
@@ -277,6 +276,10 @@ def test_compose_mounts_the_prometheus_and_grafana_files(compose: Compose) -> No
     }
     prometheus_yml = "./deploy/prometheus/prometheus.yml"
     assert mounts["prometheus"][prometheus_yml] == "/etc/prometheus/prometheus.yml"
+    # prometheus.yml's rule_files are relative to it: rules/ must sit beside it in the container.
+    assert mounts["prometheus"]["./deploy/prometheus/rules"] == "/etc/prometheus/rules"
+    rule_files = load_yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")["rule_files"]
+    assert rule_files == ["rules/*.yml"]
     assert mounts["grafana"]["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     provider = load_yaml(GRAFANA / "provisioning" / "dashboards" / "facesearch.yml")
     dashboards = mounts["grafana"]["./deploy/grafana/dashboards"]
@@ -291,39 +294,29 @@ def test_grafana_datasource_is_the_prometheus_service(compose: Compose) -> None:
     assert 9090 in container_ports(compose["services"]["prometheus"])
 
 
-def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panels(panel) if "panels" in panel else ()
-
-
-def exported_names() -> set[str]:
-    """Every series name facesearch.metrics exposes (``_total``, ``_bucket``... included)."""
-    registry = CollectorRegistry()
-    for recorder in (metrics.StreamMetrics, metrics.RpcMetrics, metrics.WorkMetrics):
-        recorder(registry)
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-    return {m.name + s for m in registry.collect() for s in suffixes.get(m.type, [""])}
-
-
-def dashboard_problems(dashboard: dict[str, Any]) -> list[str]:
+def dashboard_problems(path: Path, dashboard: dict[str, Any] | None = None) -> list[str]:
+    """What is wrong with the dashboard at ``path`` (or ``dashboard``, a mutated copy of it):
+    a query on a metric nothing exports, a panel on another data source than the provisioned."""
+    board = dashboard if dashboard is not None else json.loads(path.read_text())
     datasource = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
     uid = datasource["datasources"][0]["uid"]
-    known = exported_names()
-    problems = []
-    for panel in panels(dashboard):
+    problems = unknown_metric_problems(dashboard_queries(path, board))
+    for panel in panels(board):
         for target in panel.get("targets", []):
-            used = set(re.findall(r"\bfacesearch_\w+", target["expr"]))
-            problems += [f"{panel['title']}: no metric {n}" for n in sorted(used - known)]
             if target.get("datasource", panel["datasource"])["uid"] != uid:
-                problems.append(f"{panel['title']}: not the provisioned data source {uid}")
+                problems.append(f"{path.name}: {panel['title']}: not the data source {uid}")
     return problems
 
 
-def test_overview_dashboard_uses_only_metrics_that_exist() -> None:
-    dashboard = json.loads((GRAFANA / "dashboards" / "facesearch-overview.json").read_text())
-    assert dashboard_problems(dashboard) == []
-    assert sum(1 for p in panels(dashboard) if p.get("targets")) >= 5
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_dashboards_use_only_metrics_that_exist(path: Path) -> None:
+    assert dashboard_problems(path) == []
+    assert sum(1 for p in panels(json.loads(path.read_text())) if p.get("targets")) >= 5
+
+
+def test_the_pipeline_overview_and_search_dashboards_are_provisioned() -> None:
+    uids = {json.loads(path.read_text())["uid"] for path in dashboard_files()}
+    assert uids == {"facesearch-overview", "facesearch-search"}
 
 
 # --- each check catches the mistake it is there for ---
@@ -411,7 +404,10 @@ def test_dockerfile_check_catches_a_mutated_dockerfile(old: str, new: str) -> No
 
 
 def test_dashboard_check_catches_an_unknown_metric() -> None:
-    dashboard = json.loads((GRAFANA / "dashboards" / "facesearch-overview.json").read_text())
+    path = GRAFANA / "dashboards" / "facesearch-overview.json"
+    dashboard = json.loads(path.read_text())
     target = next(t for p in panels(dashboard) for t in p.get("targets", []))
-    target["expr"] = "rate(facesearch_messages_consumd_total[5m])"
-    assert dashboard_problems(dashboard) != []
+    target["expr"] = "sum(rate(facesearch_messages_consumd_total[5m]))"
+    [problem] = dashboard_problems(path, dashboard)
+    assert "deploy/grafana/dashboards/facesearch-overview.json" in problem
+    assert "facesearch_messages_consumd_total" in problem

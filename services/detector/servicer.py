@@ -1,9 +1,11 @@
 """The detector's gRPC servicer: Detect, for the gateway's queries (the ingest path runs the
-same core through ``facesearch.handlers.detector_handler``)."""
+same core through ``facesearch.handlers.detector_handler``). A query face that fails the
+quality gate is answered all the same, with its rejection, for the gateway to warn about."""
 
 import grpc
 
-from facesearch import codec
+from facesearch import api_codec, codec
+from facesearch.faces import check_quality
 from facesearch.models import FaceModels, file_model_id
 from facesearch.pipeline import analyze
 from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
@@ -28,6 +30,10 @@ class DetectorServicer(internal_pb2_grpc.DetectorServicer):
         models, detector = self._models.get()
         analyzed = analyze(request.image, models, self.settings)
         event = codec.faces_event(analyzed, api_pb2.ImageMeta(), detector, codec.now())
+        for face, message in zip(analyzed.faces, event.faces, strict=True):
+            rejection = api_codec.warning_to_proto(check_quality(face, self.settings.quality))
+            if rejection is not None:
+                message.rejection.CopyFrom(rejection)
         return internal_pb2.DetectResponse(
             image_id=analyzed.image_id,
             width=analyzed.width,

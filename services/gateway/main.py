@@ -1,11 +1,13 @@
 """The gateway: the public gRPC API (with health and reflection) in front of the pipeline.
 Wiring only."""
 
+import logging
 from contextlib import ExitStack
 
 import grpc
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
+from facesearch.calibration import active_points
 from facesearch.metrics import StreamMetrics, WorkMetrics
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
@@ -17,6 +19,7 @@ from facesearch.streaming import CLOSE_TIMEOUT_S, dlq_topic
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, Backends, GatewayServicer
 
+logger = logging.getLogger(__name__)
 REMEMBERED_IMAGES = 200_000  # queued and failed ids kept for GetImage, each
 
 
@@ -62,8 +65,11 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
 
 def serve() -> int:
     settings = GatewaySettings.from_env()
+    # Read once, here: a bad FACESEARCH_CALIBRATION file stops the start as a bad setting does.
+    points = active_points()
+    logger.info("decisions at the operating points %s", points)
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME], reflection=True)
-    servicer = GatewayServicer(settings)
+    servicer = GatewayServicer(settings, points)
     api_pb2_grpc.add_FaceSearchServicer_to_server(servicer, runtime.server)
     runtime.start()
     with ExitStack() as stack:

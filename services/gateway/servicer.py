@@ -2,32 +2,31 @@
 go through the detector, the embedder and the search service over gRPC."""
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from facesearch import codec
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch import api_codec, codec
+from facesearch.calibration import LFW_THRESHOLD, decide
+from facesearch.codec import box_from_proto
 from facesearch.errors import (
-    BadImageError,
     BadMessageError,
     FaceSearchError,
-    ImageTooLargeError,
     NoFaceError,
     NotFoundError,
 )
-from facesearch.ids import image_id
-from facesearch.images import check_image
+from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
 from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc import Pending, error_from_rpc, translate_errors
+from facesearch.searching import QueryFace
 from facesearch.service_settings import GatewaySettings
 from facesearch.streaming import TransientError
-from facesearch.uris import read_uri
+from facesearch.submissions import inline_id, uri_id
 
 from .failures import RecentIds
 
@@ -52,8 +51,10 @@ class Backends:
 
 
 class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, points: Mapping[float, float]) -> None:
+        """``points``: the operating points every match's decision is taken at."""
         self.settings = settings
+        self.points = points
         self.backends: Pending[Backends] = Pending()
 
     @translate_errors
@@ -86,31 +87,28 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         return api_pb2.IndexImagesResponse(results=results)
 
     def _image_event(self, request: api_pb2.IndexRequest) -> events_pb2.ImageEvent:
-        """The ImageEvent for one request, or the reason it is refused before queueing. An
-        image sent by URI is read here too: to check it and compute its id."""
+        """The ImageEvent for one request (an image or a video), or the reason it is refused
+        before queueing. An input sent by URI is read here too: to check it and compute its
+        id."""
         core = self.settings.core
         by_uri = request.WhichOneof("image") == "uri"
-        data = read_uri(request.uri, core.uri_roots, core.limits) if by_uri else request.data
-        if not data:
-            raise BadImageError("empty file")
-        limit = self.settings.kafka.max_message_bytes - ENVELOPE_BYTES
-        if not by_uri and len(data) > limit:
-            raise ImageTooLargeError(
-                f"{len(data)} bytes exceeds the limit of {limit} bytes that "
-                "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES allows: send it by URI"
+        if by_uri:
+            key = uri_id(request.uri, core)
+        else:
+            key = inline_id(
+                request.data, core, self.settings.kafka.max_message_bytes - ENVELOPE_BYTES
             )
-        check_image(data, core.limits)
         meta = api_pb2.ImageMeta(
             source_uri=request.source_url or request.path or request.uri,
             path=request.path,
             label=request.label,
             collection=request.collection or "default",
         )
-        event = events_pb2.ImageEvent(image_id=image_id(data), meta=meta, submitted_at=codec.now())
+        event = events_pb2.ImageEvent(image_id=key, meta=meta, submitted_at=codec.now())
         if by_uri:
             event.uri = request.uri
         else:
-            event.data = data
+            event.data = request.data
         return event
 
     def _acknowledged(
@@ -176,16 +174,33 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         for result in found.results:
             backends.record_matches(len(result.matches))
         faces = [
-            api_pb2.QueryFace(
-                index=face.index,
-                box=face.box,
-                det_score=face.det_score,
-                quality=face.quality,
-                matches=result.matches,
-            )
+            self._query_face(face, result.matches)
             for face, result in zip(detected.faces, found.results, strict=True)
         ]
-        return api_pb2.SearchResponse(faces=faces, model=found.model, threshold=threshold)
+        return api_pb2.SearchResponse(
+            faces=[api_codec.query_face_to_proto(answer) for answer in by_person(faces)],
+            model=found.model,
+            threshold=threshold,
+            operating_points=api_codec.operating_points_to_proto(self.points),
+        )
+
+    def _query_face(
+        self, face: events_pb2.DetectedFace, matches: Iterable[api_pb2.Match]
+    ) -> QueryFace:
+        """A detected face with its matches, each carrying what its score means at this
+        gateway's operating points, and the detector's quality warning, if any."""
+        decided = []
+        for message in matches:
+            match = api_codec.match_from_proto(message)
+            decided.append(replace(match, decision=decide(match.score, self.points)))
+        return QueryFace(
+            face.index,
+            box_from_proto(face.box),
+            face.det_score,
+            face.quality,
+            decided,
+            api_codec.warning_from_proto(face.rejection),
+        )
 
     @translate_errors
     def Compare(

@@ -2,13 +2,56 @@
 internal.proto), both ways: records to messages for the servers, messages to records for the
 clients (facesearch.client), one function per message, so every side converts alike."""
 
+from collections.abc import Mapping
 from dataclasses import asdict
 
+from facesearch import codec
+from facesearch.calibration import MATCH_FMR, POSSIBLE_FMR
 from facesearch.codec import box_from_proto, box_to_proto, meta_from_proto, meta_to_proto
 from facesearch.errors import BadMessageError
+from facesearch.identities import FacePeople, Person
 from facesearch.proto.v1 import api_pb2
-from facesearch.records import FaceRecord, Filters, ImageRecord, Match, Selector, StoreStats
+from facesearch.records import (
+    FaceRecord,
+    Filters,
+    ImageRecord,
+    Match,
+    Rejection,
+    Selector,
+    StoreStats,
+)
 from facesearch.searching import QueryFace
+
+# records.Match.decision <-> api.proto Decision; "" (nobody decided) is DECISION_UNSPECIFIED.
+_DECISIONS = {
+    "match": api_pb2.DECISION_MATCH,
+    "possible": api_pb2.DECISION_POSSIBLE,
+    "no_match": api_pb2.DECISION_NO_MATCH,
+}
+_DECISION_NAMES = {value: name for name, value in _DECISIONS.items()}
+# What records.Match holds for a still image's face, where the proto leaves ``video`` unset.
+_STILL = api_pb2.VideoSpan(track_id=-1, t_start_ms=-1, t_end_ms=-1, best_ms=-1)
+
+
+def decision_to_proto(decision: str) -> "api_pb2.Decision.ValueType":
+    return _DECISIONS.get(decision, api_pb2.DECISION_UNSPECIFIED)
+
+
+def decision_from_proto(decision: "api_pb2.Decision.ValueType") -> str:
+    return _DECISION_NAMES.get(decision, "")
+
+
+def video_to_proto(match: Match) -> api_pb2.VideoSpan | None:
+    """A face of a video's span; None (the field left unset) for a still image's face."""
+    if not match.video_id:
+        return None
+    return api_pb2.VideoSpan(
+        video_id=match.video_id,
+        track_id=match.track_id,
+        t_start_ms=match.t_start_ms,
+        t_end_ms=match.t_end_ms,
+        best_ms=match.best_ms,
+    )
 
 
 def match_to_proto(match: Match) -> api_pb2.Match:
@@ -22,6 +65,47 @@ def match_to_proto(match: Match) -> api_pb2.Match:
         label=match.label,
         collection=match.collection,
         det_score=match.det_score,
+        decision=decision_to_proto(match.decision),
+        video=video_to_proto(match),
+    )
+
+
+def warning_to_proto(rejection: Rejection | None) -> api_pb2.Rejection | None:
+    """A query face's warning; None leaves the field unset."""
+    return None if rejection is None else codec.rejection_to_proto(rejection)
+
+
+def person_to_proto(person: Person) -> api_pb2.Person:
+    return api_pb2.Person(
+        label=person.label,
+        score=person.score,
+        appearances=person.appearances,
+        best=match_to_proto(person.best),
+    )
+
+
+def query_face_to_proto(answer: FacePeople) -> api_pb2.QueryFace:
+    """A query face with its matches and its people (identities.by_person)."""
+    face = answer.face
+    return api_pb2.QueryFace(
+        index=face.index,
+        box=box_to_proto(face.box),
+        det_score=face.det_score,
+        quality=face.quality,
+        matches=[match_to_proto(m) for m in face.matches],
+        warning=warning_to_proto(face.warning),
+        people=[person_to_proto(p) for p in answer.people],
+        identified=answer.identified,
+        unlabelled=answer.unlabelled,
+    )
+
+
+def operating_points_to_proto(points: Mapping[float, float]) -> api_pb2.OperatingPoints:
+    """Thresholds by false-match rate (calibration.active_points), keyed "0.001" and so on."""
+    return api_pb2.OperatingPoints(
+        thresholds={f"{fmr:g}": threshold for fmr, threshold in points.items()},
+        match_threshold=points[MATCH_FMR],
+        possible_threshold=points[POSSIBLE_FMR],
     )
 
 
@@ -43,6 +127,10 @@ def image_to_proto(image: ImageRecord) -> api_pb2.ImageRecord:
         width=image.width,
         height=image.height,
         ingested_at=image.ingested_at,
+        kind=image.kind,
+        duration_ms=image.duration_ms,
+        tracks=image.tracks,
+        unindexed=[codec.unindexed_to_proto(face) for face in image.unindexed],
     )
 
 
@@ -75,6 +163,7 @@ def selector_from_proto(request: api_pb2.DeleteRequest) -> Selector:
 
 
 def match_from_proto(match: api_pb2.Match) -> Match:
+    video = match.video if match.HasField("video") else _STILL
     return Match(
         match.score,
         match.image_id,
@@ -85,12 +174,47 @@ def match_from_proto(match: api_pb2.Match) -> Match:
         match.label,
         match.collection or "default",
         match.det_score,
+        video.video_id,
+        video.t_start_ms,
+        video.t_end_ms,
+        video.best_ms,
+        video.track_id,
+        decision_from_proto(match.decision),
     )
 
 
+def warning_from_proto(rejection: api_pb2.Rejection) -> Rejection | None:
+    """None for an unset field: every rejection has a reason."""
+    return codec.rejection_from_proto(rejection) if rejection.reason else None
+
+
+def person_from_proto(person: api_pb2.Person) -> Person:
+    return Person(person.label, person.score, person.appearances, match_from_proto(person.best))
+
+
 def query_face_from_proto(face: api_pb2.QueryFace) -> QueryFace:
-    matches = [match_from_proto(m) for m in face.matches]
-    return QueryFace(face.index, box_from_proto(face.box), face.det_score, face.quality, matches)
+    """The face and its matches; ``face_people_from_proto`` reads its people too."""
+    return QueryFace(
+        face.index,
+        box_from_proto(face.box),
+        face.det_score,
+        face.quality,
+        [match_from_proto(m) for m in face.matches],
+        warning_from_proto(face.warning),
+    )
+
+
+def face_people_from_proto(face: api_pb2.QueryFace) -> FacePeople:
+    return FacePeople(
+        query_face_from_proto(face),
+        [person_from_proto(p) for p in face.people],
+        face.identified,
+        face.unlabelled,
+    )
+
+
+def operating_points_from_proto(points: api_pb2.OperatingPoints) -> dict[float, float]:
+    return {float(fmr): threshold for fmr, threshold in points.thresholds.items()}
 
 
 def image_record_from_proto(record: api_pb2.ImageRecord) -> ImageRecord:
@@ -103,6 +227,10 @@ def image_record_from_proto(record: api_pb2.ImageRecord) -> ImageRecord:
         record.width,
         record.height,
         record.ingested_at,
+        record.kind or "image",
+        record.duration_ms,
+        record.tracks,
+        tuple(codec.unindexed_from_proto(face) for face in record.unindexed),
     )
 
 

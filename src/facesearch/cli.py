@@ -187,9 +187,10 @@ def search(
     """Find where the faces in IMAGE appear among the indexed ones ("-" reads standard input).
 
     Every face in IMAGE is reported with its best matches: score (cosine similarity, 1 is
-    identical), label, box and the file or URL it came from. A face that would fail the
-    indexing quality gate is searched all the same, with a warning (stderr; "warnings" in
-    --json, present only when there are any).
+    identical), decision (match, possible or no_match at the calibrated operating points, a
+    gateway's own with --gateway), label, box and the file or URL it came from. A face that
+    would fail the indexing quality gate is searched all the same, with a warning (stderr;
+    "warnings" in --json, present only when there are any).
     """
     data = read_query(image)
     top_k = top_k or (TOP_K_BY_PERSON if by_person else TOP_K)

@@ -17,10 +17,9 @@ from facesearch.errors import (
     FaceSearchError,
     ImageTooLargeError,
     NotFoundError,
-    UnsupportedTypeError,
 )
 from facesearch.ids import image_id as compute_image_id
-from facesearch.indexing import VIDEO_SUFFIXES, InputFile, Outcome
+from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
 from facesearch.searching import QueryFace
@@ -255,8 +254,6 @@ class GatewayIndexer:
 
     def _read(self, item: InputFile) -> IndexItem:
         """The request of one input (raises OSError or a FaceSearchError)."""
-        if item.path.suffix.lower() in VIDEO_SUFFIXES:
-            raise UnsupportedTypeError("video files are not indexed yet")
         size = item.path.stat().st_size
         if size > self.max_bytes:
             raise ImageTooLargeError(f"{size} bytes exceeds the limit of {self.max_bytes} bytes")
@@ -288,14 +285,17 @@ class GatewayIndexer:
 
 
 def _report(state: ImageState, paths: list[str], on_outcome: Callable[[Outcome], None]) -> None:
-    """The outcome of every input that gave this image: the first is indexed (or failed), any
-    copy after it unchanged, as in an embedded run."""
+    """The outcome of every input that gave this image: the first is indexed (or failed), with
+    the faces the quality gate kept out and a video's tracks, any copy after it unchanged, as
+    in an embedded run."""
     if state.status == "failed":
         for path in paths:
             on_outcome(Outcome(path, "failed", state.image_id, reason=state.error or "failed"))
         return
-    faces = state.record.faces if state.record else len(state.faces)
-    on_outcome(Outcome(paths[0], "indexed", state.image_id, faces))
+    record = state.record
+    faces = record.faces if record else len(state.faces)
+    unindexed, tracks = (record.unindexed, record.tracks) if record else ((), 0)
+    on_outcome(Outcome(paths[0], "indexed", state.image_id, faces, "", unindexed, tracks))
     for path in paths[1:]:
         on_outcome(Outcome(path, "unchanged", state.image_id, faces))
 

@@ -3,6 +3,8 @@ messages every API shares): one function per direction, so the services convert 
 message that breaks the schema's rules is refused here, where it enters, as a
 ``BadMessageError``. The API's own messages convert in ``api_codec``."""
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -17,8 +19,11 @@ from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.records import (
     Box,
     FaceRecord,
+    FrameFaces,
     ImageMeta,
     ImageRecord,
+    Rejection,
+    UnindexedFace,
 )
 
 CROP_BYTES = ALIGNED_SIZE * ALIGNED_SIZE * 3  # 112 x 112 BGR, uint8
@@ -55,16 +60,44 @@ def box_from_proto(box: api_pb2.Box) -> Box:
     return (box.x1, box.y1, box.x2, box.y2)
 
 
+def rejection_to_proto(rejection: Rejection) -> api_pb2.Rejection:
+    return api_pb2.Rejection(reason=rejection.reason, value=rejection.value, limit=rejection.limit)
+
+
+def rejection_from_proto(rejection: api_pb2.Rejection) -> Rejection:
+    return Rejection(rejection.reason, rejection.value, rejection.limit)
+
+
+def unindexed_to_proto(face: UnindexedFace) -> api_pb2.UnindexedFace:
+    return api_pb2.UnindexedFace(
+        face_index=face.index,
+        box=box_to_proto(face.box),
+        rejection=rejection_to_proto(face.rejection),
+    )
+
+
+def unindexed_from_proto(face: api_pb2.UnindexedFace) -> UnindexedFace:
+    return UnindexedFace(
+        face.face_index, box_from_proto(face.box), rejection_from_proto(face.rejection)
+    )
+
+
 def faces_event(
-    analyzed: AnalyzedImage, meta: api_pb2.ImageMeta, detector: str, submitted: Timestamp
+    analyzed: AnalyzedImage,
+    meta: api_pb2.ImageMeta,
+    detector: str,
+    submitted: Timestamp,
+    unindexed: Sequence[UnindexedFace] = (),
 ) -> events_pb2.FacesEvent:
-    """What the detector publishes for one image: every face with its aligned crop."""
+    """What the detector publishes for one image: every face with its aligned crop, and the
+    faces the quality gate kept out, without."""
     event = events_pb2.FacesEvent(
         image_id=analyzed.image_id,
         meta=meta,
         width=analyzed.width,
         height=analyzed.height,
         model=detector,
+        unindexed=[unindexed_to_proto(face) for face in unindexed],
     )
     event.submitted_at.CopyFrom(submitted)
     for face in analyzed.faces:
@@ -106,7 +139,10 @@ def embeddings_event(
         height=event.height,
         model=model,
         submitted_at=event.submitted_at,
+        unindexed=event.unindexed,
     )
+    if event.HasField("frame"):
+        out.frame.CopyFrom(event.frame)
     for face, vector in zip(event.faces, vectors, strict=True):
         out.faces.add(
             face_index=face.index,
@@ -122,13 +158,26 @@ def records_from_embeddings(
     event: events_pb2.EmbeddingsEvent, dim: int
 ) -> tuple[ImageRecord, list[FaceRecord]]:
     """The image record and face records the search service stores."""
-    if any(len(face.vector) != dim for face in event.faces):
-        raise BadMessageError(f"{event.image_id}: every vector must have {dim} values")
     meta = meta_from_proto(event.meta)
     image = image_record(
         event.image_id, meta, len(event.faces), event.model, event.width, event.height
     )
-    faces = [
+    unindexed = tuple(unindexed_from_proto(face) for face in event.unindexed)
+    return replace(image, unindexed=unindexed), _embedded_faces(event, dim)
+
+
+def frame_from_embeddings(event: events_pb2.EmbeddingsEvent, dim: int) -> FrameFaces:
+    """The faces of one video frame, as the search service keeps them until the last."""
+    frame = event.frame
+    return FrameFaces(
+        event.image_id, frame.sample, frame.ms, frame.cut, _embedded_faces(event, dim)
+    )
+
+
+def _embedded_faces(event: events_pb2.EmbeddingsEvent, dim: int) -> list[FaceRecord]:
+    if any(len(face.vector) != dim for face in event.faces):
+        raise BadMessageError(f"{event.image_id}: every vector must have {dim} values")
+    return [
         FaceRecord(
             event.image_id,
             f.face_index,
@@ -139,7 +188,6 @@ def records_from_embeddings(
         )
         for f in event.faces
     ]
-    return image, faces
 
 
 def now() -> Timestamp:

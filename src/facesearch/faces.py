@@ -8,6 +8,7 @@ import numpy as np
 
 from facesearch.detection import DetectorInput, prepare_input
 from facesearch.models import FaceModels
+from facesearch.records import Rejection
 from facesearch.settings import QualityGate
 
 ALIGNED_SIZE = 112
@@ -90,19 +91,6 @@ def yaw_proxy(landmarks: np.ndarray) -> float:
         return float("inf")  # landmarks collapsed onto each other: no frontal face there
     offset = nose - eyes_mid
     return abs(float(offset[0] * midline[1] - offset[1] * midline[0])) / length / eye_distance
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a face fails the quality gate: the measured value and the limit it missed."""
-
-    reason: str  # too_small | blurred | extreme_pose | low_confidence
-    value: float
-    limit: float
-
-    def describe(self) -> str:
-        side = "above" if self.reason == "extreme_pose" else "below"
-        return f"{self.reason} ({self.value:.3g} {side} {self.limit:.3g})"
 
 
 def check_quality(face: DetectedFace, gate: QualityGate) -> Rejection | None:

@@ -5,6 +5,7 @@ none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered),
 that is down a ``TransientError`` (retried, then paused)."""
 
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -21,7 +22,9 @@ from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 from facesearch.streaming import BatchHandler, Handler, Message, Outcome, TransientError
+from facesearch.tracking import TrackerSettings
 from facesearch.uris import read_uri
+from facesearch.video_events import check_id, frame_events, open_video_event, take_frame
 
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
@@ -35,24 +38,23 @@ def detector_handler(
     gate = settings.quality
     timer = metrics.inference_seconds.labels("detect") if metrics else None
 
-    def handle(key: bytes | None, value: bytes) -> list[Message]:
+    def handle(key: bytes | None, value: bytes) -> Iterable[Message]:
         event = codec.parse(events_pb2.ImageEvent, value)
+        video = open_video_event(event, settings)
+        if video is not None:
+            return frame_events(event, video, models, settings, detector)
         if event.WhichOneof("image") == "uri":
             data = read_uri(event.uri, settings.uri_roots, settings.limits)
         else:
             data = event.data
-        if image_id(data) != event.image_id:
-            raise BadMessageError(
-                f"{event.image_id} is not the sha256 of the image bytes (a file sent by URI "
-                "changed after it was submitted?)"
-            )
+        check_id(image_id(data), event)
         with _timed(timer):
             analyzed, unindexed = apply_gate(analyze(data, models, settings), gate)
         if metrics is not None:
             metrics.faces_per_image.observe(len(analyzed.faces))
             for face in unindexed:
                 metrics.faces_unindexed.labels(face.rejection.reason).inc()
-        out = codec.faces_event(analyzed, event.meta, detector, event.submitted_at)
+        out = codec.faces_event(analyzed, event.meta, detector, event.submitted_at, unindexed)
         return [(event.image_id.encode(), out.SerializeToString())]
 
     return handle
@@ -108,9 +110,16 @@ def _split(
     return outcomes
 
 
-def store_handler(store: QdrantFaceStore, *, metrics: WorkMetrics | None = None) -> Handler:
-    """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes."""
+def store_handler(
+    store: QdrantFaceStore,
+    *,
+    metrics: WorkMetrics | None = None,
+    tracking: TrackerSettings | None = None,
+) -> Handler:
+    """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes (a video's
+    frames are kept until its last, then tracked: ``video_events.take_frame``)."""
     timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
+    tracking = tracking or TrackerSettings()
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = codec.parse(events_pb2.EmbeddingsEvent, value)
@@ -119,10 +128,13 @@ def store_handler(store: QdrantFaceStore, *, metrics: WorkMetrics | None = None)
                 f"{event.image_id}: vectors of model {event.model!r}, but this index holds "
                 f"{store.model_id!r}"
             )
-        records = codec.records_from_embeddings(event, store.dim)
         try:
             with _timed(timer):
-                store.put_images([records])
+                if event.HasField("frame"):
+                    if not take_frame(store, event, tracking):
+                        return []  # a frame kept; the video is not stored yet
+                else:
+                    store.put_images([codec.records_from_embeddings(event, store.dim)])
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         if metrics and event.HasField("submitted_at"):

@@ -18,6 +18,11 @@ def face_point_id(image_id_: str, face_index: int, model_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"face/{image_id_}/{face_index}/{model_id}"))
 
 
+def frame_point_id(video_id: str, sample: int, model_id: str) -> str:
+    """Qdrant point id of a video frame's faces, kept until the video is tracked."""
+    return str(uuid.uuid5(_NAMESPACE, f"frame/{video_id}/{sample}/{model_id}"))
+
+
 def image_point_id(image_id_: str) -> str:
     """Qdrant point id of an image's record."""
     return str(uuid.uuid5(_NAMESPACE, f"image/{image_id_}"))

@@ -15,8 +15,8 @@ from facesearch.errors import FaceSearchError, ImageTooLargeError
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import IMAGE_SUFFIXES, decode_image
 from facesearch.models import FaceModels
-from facesearch.pipeline import UnindexedFace, analyze_decoded, apply_gate, embed, to_records
-from facesearch.records import FaceRecord, ImageMeta, ImageRecord
+from facesearch.pipeline import analyze_decoded, apply_gate, embed, to_records
+from facesearch.records import FaceRecord, ImageMeta, ImageRecord, UnindexedFace
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 from facesearch.video import check_video_size, file_sha256
@@ -238,7 +238,7 @@ class Indexer:
         analyzed, unindexed = apply_gate(analyzed, self.settings.quality)
         seen[loaded.image_id] = len(analyzed.faces)
         vectors = embed(self.models, analyzed)
-        records = to_records(analyzed, vectors, loaded.meta, self.store.model_id)
+        records = to_records(analyzed, vectors, loaded.meta, self.store.model_id, unindexed)
         outcome = Outcome(
             path, "indexed", loaded.image_id, len(analyzed.faces), unindexed=tuple(unindexed)
         )

@@ -9,14 +9,13 @@ from typing import Any
 import click
 
 from facesearch.calibration import decide
-from facesearch.faces import Rejection
 from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
-from facesearch.records import Box, Match, StoreStats
+from facesearch.records import Box, Match, Rejection, StoreStats
 from facesearch.searching import QueryFace
 from facesearch.video import format_ms
 
-_VIDEO_FIELDS = ("video_id", "t_start_ms", "t_end_ms", "best_ms")
+_VIDEO_FIELDS = ("video_id", "track_id", "t_start_ms", "t_end_ms", "best_ms")
 
 
 def emit_json(value: Any) -> None:
@@ -35,8 +34,13 @@ def match_json(match: Match) -> dict[str, Any]:
     if not match.video_id:  # a still image's JSON stays as it was
         for key in _VIDEO_FIELDS:
             data.pop(key)
-    data["decision"] = decide(match.score)  # from the score, with the active calibration
+    data["decision"] = decision_of(match)
     return data
+
+
+def decision_of(match: Match) -> str:
+    """The gateway's decision, else (embedded) the score's at the active calibration."""
+    return match.decision or decide(match.score)
 
 
 def query_face_json(face: QueryFace) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def print_matches(matches: list[Match], indent: str = "  ", names_only: bool = F
     for m in matches:
         label = m.label or "-"
         place = (Path(where(m)).name if names_only else where(m)) + when(m)
-        decision = decide(m.score)
+        decision = decision_of(m)
         click.echo(
             f"{indent}{m.score:6.3f}  {decision:<8}  {label:<16} {box_text(m.box):<24} {place}"
         )

@@ -1,17 +1,18 @@
 """The work of one image, as functions from bytes to records: decode and detect (the detector's
 step), embed (the embedder's step) and records for the store (the search service's step)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
 from facesearch.detection import DetectorInput
-from facesearch.faces import DetectedFace, Rejection, check_quality, detect_faces, embed_faces
+from facesearch.faces import DetectedFace, check_quality, detect_faces, embed_faces
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import decode_image
 from facesearch.models import FaceModels
-from facesearch.records import Box, FaceRecord, ImageMeta, ImageRecord
+from facesearch.records import FaceRecord, ImageMeta, ImageRecord, UnindexedFace
 from facesearch.settings import CoreSettings, QualityGate
 
 
@@ -43,15 +44,6 @@ def analyze_decoded(
     return AnalyzedImage(image_id, bgr.shape[1], bgr.shape[0], faces)
 
 
-@dataclass(frozen=True)
-class UnindexedFace:
-    """A face the quality gate kept out of the index (Rekognition's UnindexedFaces)."""
-
-    index: int
-    box: Box
-    rejection: Rejection
-
-
 def apply_gate(
     analyzed: AnalyzedImage, gate: QualityGate
 ) -> tuple[AnalyzedImage, list[UnindexedFace]]:
@@ -77,12 +69,18 @@ def image_record(
 
 
 def to_records(
-    analyzed: AnalyzedImage, vectors: np.ndarray, meta: ImageMeta, model_id: str
+    analyzed: AnalyzedImage,
+    vectors: np.ndarray,
+    meta: ImageMeta,
+    model_id: str,
+    unindexed: Sequence[UnindexedFace] = (),
 ) -> tuple[ImageRecord, list[FaceRecord]]:
-    """The image record and one face record per detected face, ready for the store."""
+    """The image record (with the faces the quality gate kept out) and one face record per
+    detected face, ready for the store."""
     image = image_record(
         analyzed.image_id, meta, len(analyzed.faces), model_id, analyzed.width, analyzed.height
     )
+    image = replace(image, unindexed=tuple(unindexed))
     faces = [
         FaceRecord(
             image_id=analyzed.image_id,

@@ -47,6 +47,41 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """Why a face fails the quality gate: the measured value and the limit it missed."""
+
+    reason: str  # too_small | blurred | extreme_pose | low_confidence
+    value: float
+    limit: float
+
+    def describe(self) -> str:
+        side = "above" if self.reason == "extreme_pose" else "below"
+        return f"{self.reason} ({self.value:.3g} {side} {self.limit:.3g})"
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    """A face the quality gate kept out of the index (Rekognition's UnindexedFaces)."""
+
+    index: int
+    box: Box
+    rejection: Rejection
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """The faces of one sampled frame of a video, as the search service keeps them until the
+    video's last frame arrives and its faces can be tracked (``faces``: image_id is the
+    video's id, face_index the face's place in the frame)."""
+
+    video_id: str
+    sample: int  # 0, 1, 2... in order
+    ms: int
+    cut: bool
+    faces: list[FaceRecord]
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     image_id: str
     meta: ImageMeta
@@ -58,6 +93,7 @@ class ImageRecord:
     kind: str = "image"  # image | video
     duration_ms: int = 0  # videos only
     tracks: int = 0  # videos only: face tracks found; ``faces`` counts the points stored
+    unindexed: tuple[UnindexedFace, ...] = ()  # faces the quality gate kept out
 
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -71,6 +107,11 @@ class ImageRecord:
         }
         if self.kind != "image":  # still images keep the payload they always had
             payload.update(kind=self.kind, duration_ms=self.duration_ms, tracks=self.tracks)
+        if self.unindexed:
+            payload["unindexed"] = [
+                {"face_index": f.index, "bbox": list(f.box), **asdict(f.rejection)}
+                for f in self.unindexed
+            ]
         return payload
 
     @classmethod
@@ -92,6 +133,7 @@ class ImageRecord:
             kind=payload.get("kind", "image"),
             duration_ms=int(payload.get("duration_ms", 0)),
             tracks=int(payload.get("tracks", 0)),
+            unindexed=tuple(_unindexed(f) for f in payload.get("unindexed", [])),
         )
 
 
@@ -147,3 +189,13 @@ class StoreStats:
     model: str
     collection: str
     location: str
+
+
+def _unindexed(payload: dict[str, Any]) -> UnindexedFace:
+    x1, y1, x2, y2 = (float(v) for v in payload.get("bbox", (0, 0, 0, 0)))
+    rejection = Rejection(
+        str(payload.get("reason", "")),
+        float(payload.get("value", 0.0)),
+        float(payload.get("limit", 0.0)),
+    )
+    return UnindexedFace(int(payload.get("face_index", 0)), (x1, y1, x2, y2), rejection)

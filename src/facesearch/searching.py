@@ -5,10 +5,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.errors import NoFaceError
-from facesearch.faces import Rejection, check_quality
+from facesearch.faces import check_quality
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
-from facesearch.records import Box, Filters, Match
+from facesearch.records import Box, Filters, Match, Rejection
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
@@ -21,7 +21,7 @@ class QueryFace:
     quality: float
     matches: list[Match]
     # Set when the face fails the indexing quality gate: it is searched all the same, but its
-    # matches deserve less trust (None through a gateway, which does not report it).
+    # matches deserve less trust (through a gateway: the detector's verdict, QueryFace.warning).
     warning: Rejection | None = None
 
 

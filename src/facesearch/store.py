@@ -2,6 +2,9 @@
 
 Two collections: ``faces__<model id>`` (one point per face, cosine, behind the alias ``faces``)
 and ``images`` (one vector-less point per image: where it came from and how many faces it had).
+A third, ``video_frames``, keeps the faces of the sampled frames of videos the services are
+still receiving (vector-less points, the vectors in the payload), until a video's last frame
+arrives and its faces are tracked; then they are dropped.
 Point ids are derived from content (see ``ids``), so every write is idempotent. Faces are
 written before their image record: a crash in between leaves the image unrecorded, and the next
 run indexes it again over the same ids.
@@ -20,11 +23,12 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from facesearch.errors import StoreError
-from facesearch.ids import face_point_id, image_point_id
+from facesearch.ids import face_point_id, frame_point_id, image_point_id
 from facesearch.records import (
     Box,
     FaceRecord,
     Filters,
+    FrameFaces,
     ImageRecord,
     Match,
     Selector,
@@ -33,6 +37,7 @@ from facesearch.records import (
 
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
+FRAMES_COLLECTION = "video_frames"
 _INDEXED_FIELDS = ("image_id", "label", "source_uri", "collection")
 T = TypeVar("T", bound=Callable[..., Any])
 MAX_FACES_LISTED = 1000  # above the detector's per-image limit
@@ -122,8 +127,13 @@ class QdrantFaceStore:
                     self.client.create_payload_index(
                         self.collection, name, models.PayloadSchemaType.KEYWORD
                     )
-        if IMAGES_COLLECTION not in existing:
-            self.client.create_collection(IMAGES_COLLECTION, vectors_config={})
+        for name in (IMAGES_COLLECTION, FRAMES_COLLECTION):
+            if name not in existing:
+                self.client.create_collection(name, vectors_config={})
+                if name == FRAMES_COLLECTION and not local:
+                    self.client.create_payload_index(
+                        name, "video_id", models.PayloadSchemaType.KEYWORD
+                    )
         self._ensure_alias()
 
     def _ensure_alias(self) -> None:
@@ -199,6 +209,56 @@ class QdrantFaceStore:
             payload.update(face.video.payload())
         point_id = face_point_id(image.image_id, face.face_index, self.model_id)
         return models.PointStruct(id=point_id, vector=face.vector, payload=payload)
+
+    @_locked
+    def stage_frame(self, frame: FrameFaces) -> None:
+        """Keep one sampled frame's faces until its video's last frame (idempotent)."""
+        faces = [
+            {
+                "face_index": face.face_index,
+                "bbox": list(face.box),
+                "det_score": face.det_score,
+                "quality": face.quality,
+                "vector": face.vector,
+            }
+            for face in frame.faces
+        ]
+        payload = {
+            "video_id": frame.video_id,
+            "sample": frame.sample,
+            "ms": frame.ms,
+            "cut": frame.cut,
+            "model": self.model_id,
+            "faces": faces,
+        }
+        point_id = frame_point_id(frame.video_id, frame.sample, self.model_id)
+        point = models.PointStruct(id=point_id, vector={}, payload=payload)
+        self.client.upsert(FRAMES_COLLECTION, [point], wait=True)
+
+    @_locked
+    def staged_frames(self, video_id: str) -> list[FrameFaces]:
+        """The frames of a video kept so far, in sample order."""
+        condition = self._staged(video_id)
+        frames: list[FrameFaces] = []
+        offset: Any = None
+        while True:
+            points, offset = self.client.scroll(
+                FRAMES_COLLECTION, scroll_filter=condition, limit=256, offset=offset
+            )
+            frames.extend(_frame(video_id, p.payload or {}) for p in points)
+            if offset is None:
+                return sorted(frames, key=lambda frame: frame.sample)
+
+    @_locked
+    def drop_staged(self, video_id: str) -> None:
+        selector = models.FilterSelector(filter=self._staged(video_id))
+        self.client.delete(FRAMES_COLLECTION, selector, wait=True)
+
+    def _staged(self, video_id: str) -> models.Filter:
+        pairs = (("video_id", video_id), ("model", self.model_id))
+        return models.Filter(
+            must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in pairs]
+        )
 
     @_locked
     def query(
@@ -330,4 +390,25 @@ def _match(score: float, payload: dict[str, Any]) -> Match:
         t_end_ms=int(payload.get("t_end_ms", -1)),
         best_ms=int(payload.get("best_ms", -1)),
         track_id=int(payload.get("track_id", -1)),
+    )
+
+
+def _frame(video_id: str, payload: dict[str, Any]) -> FrameFaces:
+    faces = [
+        FaceRecord(
+            video_id,
+            int(face.get("face_index", 0)),
+            _box(face),
+            float(face.get("det_score", 0.0)),
+            float(face.get("quality", 0.0)),
+            [float(v) for v in face.get("vector", [])],
+        )
+        for face in payload.get("faces", [])
+    ]
+    return FrameFaces(
+        video_id,
+        int(payload.get("sample", 0)),
+        int(payload.get("ms", 0)),
+        bool(payload.get("cut")),
+        faces,
     )

@@ -8,7 +8,9 @@ the thin Kafka shell around either (it runs a ``Handler`` through ``batched``):
 - records are handled in batches of up to ``max_batch``, across partitions; the first record
   buffered waits at most ``max_wait_s`` for the others;
 - outputs go to the output topic; offsets are committed (per partition, offset + 1) only
-  after the broker acknowledged every message produced for the records up to that offset;
+  after the broker acknowledged every message produced for the records up to that offset. A
+  handler may return its outputs as a stream (any iterable but a list), sent as it yields
+  them: the detector streams a video's frames, never holding them all;
 - a ``FaceSearchError`` as a record's outcome (or raised by a ``Handler``) marks it poison:
   it goes to ``<input_topic>.dlq`` with its reason and origin in its headers, then counts as
   done; except the errors of the service itself (``ConfigError``, ``ModelError``,
@@ -24,7 +26,7 @@ Delivery is at least once: handlers must be idempotent.
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import (  # type: ignore[import-untyped]
@@ -53,9 +55,10 @@ from facesearch.metrics import StreamMetrics
 log = logging.getLogger(__name__)
 
 Message = tuple[bytes | None, bytes]
-Handler = Callable[[bytes | None, bytes], list[Message]]
-# What became of one record: its outputs, or the error that makes it poison.
-Outcome = list[Message] | FaceSearchError
+Handler = Callable[[bytes | None, bytes], Iterable[Message]]
+# What became of one record: its outputs (a list, or a stream), or the error that makes it
+# poison.
+Outcome = Iterable[Message] | FaceSearchError
 BatchHandler = Callable[[list[Message]], list[Outcome]]
 
 DLQ_SUFFIX = ".dlq"
@@ -323,15 +326,15 @@ class StreamWorker:
         self.metrics.batch_size.labels(self.input_topic).observe(len(batch))
         with self.metrics.processing_seconds.labels(self.input_topic).time():
             outcomes = self._outcomes(batch)
-        if outcomes is None:
-            if not self._stopping:
-                self._pause_batch(consumer, batch)
-            return
-        for record, outcome in zip(batch, outcomes, strict=True):
-            self._send(producer, record, outcome)
-            self._done[partition_of(record)] = record.offset + 1
-            self.consumed += 1
-            self.metrics.consumed.labels(self.input_topic).inc()
+            if outcomes is None:
+                if not self._stopping:
+                    self._pause_batch(consumer, batch)
+                return
+            for record, outcome in zip(batch, outcomes, strict=True):
+                self._send(producer, record, outcome)  # a stream's work happens here
+                self._done[partition_of(record)] = record.offset + 1
+                self.consumed += 1
+                self.metrics.consumed.labels(self.input_topic).inc()
 
     def _outcomes(self, batch: list[Any]) -> list[Outcome] | None:
         """The batch's outcomes, retrying a ``TransientError`` with exponential backoff; None
@@ -366,13 +369,15 @@ class StreamWorker:
 
     def _send(self, producer: Any, record: Any, outcome: Outcome) -> None:
         """Send a record's outputs, or the record itself to the dead-letter topic (also when
-        an output is too large for a message: the broker would refuse it on every retry)."""
-        if not isinstance(outcome, FaceSearchError):
+        an output is too large for a message: the broker would refuse it on every retry; a
+        stream's outputs before that one have been sent)."""
+        if isinstance(outcome, list):
             outcome = self._oversized(outcome) or outcome
         if not isinstance(outcome, FaceSearchError):
-            for key, value in outcome:
-                self._sent.append(producer.send(self.output_topic, value=value, key=key))
-            return
+            too_large = self._send_all(producer, outcome)
+            if too_large is None:
+                return
+            outcome = too_large
         log.warning(
             "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, outcome
         )
@@ -383,6 +388,14 @@ class StreamWorker:
         self._sent.append(future)
         self.dead_lettered += 1
         self.metrics.dead_lettered.labels(self.input_topic, outcome.code).inc()
+
+    def _send_all(self, producer: Any, outputs: Iterable[Message]) -> ImageTooLargeError | None:
+        for key, value in outputs:
+            too_large = self._oversized([(key, value)])
+            if too_large is not None:
+                return too_large
+            self._sent.append(producer.send(self.output_topic, value=value, key=key))
+        return None
 
     def _oversized(self, outputs: list[Message]) -> ImageTooLargeError | None:
         limit = self.max_message_bytes - RECORD_OVERHEAD_BYTES

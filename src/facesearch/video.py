@@ -151,7 +151,11 @@ def open_video(path: Path, settings: VideoSettings) -> VideoReader:
 
 def check_video_size(path: Path, settings: VideoSettings) -> None:
     """Refuse an empty file, or one over the size limit, before anything reads it."""
-    size = _file_size(path)
+    check_video_bytes(_file_size(path), settings)
+
+
+def check_video_bytes(size: int, settings: VideoSettings) -> None:
+    """Refuse a video of ``size`` bytes: empty, or over the size limit."""
     if size == 0:
         raise BadImageError("empty file")
     if size > settings.max_bytes:
@@ -234,6 +238,30 @@ def read_frame_at(path: Path, ms: int) -> tuple[np.ndarray, int]:
                 break
             index += 1
     raise BadImageError(f"the video has no frame at {format_ms(ms)} ({index} frames decoded)")
+
+
+# ISO base media files that hold still images, not video (HEIF, AVIF).
+_IMAGE_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis")
+HEAD_BYTES = 12  # what looks_like_video needs of a file's start
+
+
+def looks_like_video(head: bytes) -> bool:
+    """Whether a file that starts with ``head`` is in a video container facesearch reads: ISO
+    base media (MP4, MOV, M4V), Matroska (MKV, WebM) or AVI. The detector and the gateway
+    tell videos from images by this, not by a file name."""
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in _IMAGE_BRANDS
+    return (
+        head[4:8] in (b"moov", b"mdat", b"wide", b"free")  # QuickTime without an ftyp box
+        or head[:4] == b"\x1a\x45\xdf\xa3"  # EBML: Matroska and WebM
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    )
+
+
+def file_head(path: Path) -> bytes:
+    """The first HEAD_BYTES of a file (fewer for a shorter one)."""
+    with path.open("rb") as handle:
+        return handle.read(HEAD_BYTES)
 
 
 def file_sha256(path: Path) -> str:

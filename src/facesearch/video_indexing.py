@@ -16,7 +16,7 @@ import numpy as np
 from facesearch.faces import detect_faces, embed_faces
 from facesearch.models import FaceModels
 from facesearch.pipeline import image_record
-from facesearch.records import FaceRecord, ImageMeta, ImageRecord, VideoSpan
+from facesearch.records import FaceRecord, FrameFaces, ImageMeta, ImageRecord, VideoSpan
 from facesearch.settings import CoreSettings, VideoSettings
 from facesearch.tracking import Observation, Track, Tracker, TrackerSettings
 from facesearch.video import Frame, VideoInfo, open_video, prefetched
@@ -48,6 +48,14 @@ def observe(models: FaceModels, frame: Frame, max_faces: int) -> list[Observatio
     ]
 
 
+def observations(frame: FrameFaces) -> list[Observation]:
+    """A staged frame's faces (the services' path) as the tracker takes them."""
+    return [
+        Observation(frame.ms, face.box, face.quality, face.det_score, np.asarray(face.vector))
+        for face in frame.faces
+    ]
+
+
 def track_faces(video_id: str, tracks: list[Track]) -> list[FaceRecord]:
     """The stored faces: each track's best, numbered 0.. in track order (deterministic)."""
     records: list[FaceRecord] = []
@@ -68,12 +76,21 @@ def track_faces(video_id: str, tracks: list[Track]) -> list[FaceRecord]:
     return records
 
 
-def video_record(
-    video_id: str, meta: ImageMeta, model_id: str, info: VideoInfo, faces: int, tracks: int
-) -> ImageRecord:
-    """The video's one record (kind "video"), stamped with the time it is stored."""
-    image = image_record(video_id, meta, faces, model_id, info.width, info.height)
-    return replace(image, kind="video", duration_ms=info.duration_ms, tracks=tracks)
+def video_records(
+    video_id: str,
+    meta: ImageMeta,
+    model_id: str,
+    size: tuple[int, int],
+    duration_ms: int,
+    tracks: list[Track],
+) -> tuple[ImageRecord, list[FaceRecord]]:
+    """The video's one record (kind "video", ``size`` = width, height, stamped with the time
+    it is stored) and its tracks' faces: what the embedded index and the search service
+    store alike."""
+    faces = track_faces(video_id, tracks)
+    image = image_record(video_id, meta, len(faces), model_id, *size)
+    image = replace(image, kind="video", duration_ms=duration_ms, tracks=len(tracks))
+    return image, faces
 
 
 def index_video(
@@ -99,8 +116,8 @@ def index_video(
             seen += len(observations)
         info = reader.info
     tracks = tracker.finish()
-    faces = track_faces(video_id, tracks)
-    image = video_record(video_id, meta, models.model_id, info, len(faces), len(tracks))
+    size = (info.width, info.height)
+    image, faces = video_records(video_id, meta, models.model_id, size, info.duration_ms, tracks)
     logger.info(
         "%s: %d samples (%d at cuts), %d faces seen, %d tracks, %d faces stored",
         path,

@@ -1,11 +1,12 @@
 """Fixtures of the integration tier: the real ONNX models (loaded once), Qdrant in local mode in
-a temporary folder, the ``facesearch`` console script run as a subprocess, and the photos that
-the installed packages ship.
+a temporary folder, the ``facesearch`` console script run as a subprocess, the photos that
+the installed packages ship, a real Kafka broker, services as processes, and the local stack.
 
 Test modules do not import from here (two conftest.py files share one module name); everything
 they need comes as a fixture."""
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -28,10 +30,13 @@ from facesearch.cli import demo_photos
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
+from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.settings import CoreSettings
+from facesearch.stack import SERVICES
 
 FACESEARCH = Path(sys.executable).parent / "facesearch"
 CLI_TIMEOUT_S = 180
+STACK_UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
 
 
 @pytest.fixture(scope="session")
@@ -322,3 +327,76 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 def metric() -> Callable[..., float]:
     """``metric(port, name, **labels)``: one sample of a service's Prometheus metrics."""
     return scrape
+
+
+def run_facesearch(
+    env: dict[str, str], *args: str | Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FACESEARCH), *(str(a) for a in args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_with_env() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_with_env(env, *args, timeout=120)``: the ``facesearch`` console script with
+    exactly the environment ``env``."""
+    return run_facesearch
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a local stack (``facesearch stack``): no FACESEARCH_* or QDRANT_*
+    from outside; every port free; the data folder in tmp."""
+    if shutil.which("java") is None or not jars_ready():
+        pytest.fail("java or the Kafka jars are missing: run scripts/setup")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    env["FACESEARCH_HOME"] = str(tmp_path / "home")
+    env["FACESEARCH_STACK_KAFKA_PORT"] = str(free_port())
+    env["FACESEARCH_STACK_KAFKA_CONTROLLER_PORT"] = str(free_port())
+    for name in SERVICES:
+        env[f"FACESEARCH_{name.upper()}_GRPC_PORT"] = str(free_port())
+        env[f"FACESEARCH_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return env
+
+
+@pytest.fixture
+def local_stack(stack_env: dict[str, str]) -> Iterator[dict[str, dict[str, Any]]]:
+    """``facesearch stack up`` with ``stack_env``: its components (kafka and the services) by
+    name, as ``stack up --json`` reports them; ``stack down`` at the end of the test."""
+    done = run_facesearch(stack_env, "stack", "up", "--json", timeout=STACK_UP_TIMEOUT_S)
+    try:
+        assert done.returncode == 0, done.stderr
+        yield {c["name"]: c for c in json.loads(done.stdout)["components"]}
+    finally:
+        down = run_facesearch(stack_env, "stack", "down", timeout=300)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture
+def gateway_target(service_env: dict[str, str], start_service: Callable[..., Any]) -> str:
+    """HOST:PORT of a gateway in front of this test's detector, embedder and search."""
+    internal = {
+        name: start_service(name, service_env) for name in ("search", "embedder", "detector")
+    }
+    env = {
+        **service_env,
+        **{f"FACESEARCH_GATEWAY_{n.upper()}": s.target for n, s in internal.items()},
+    }
+    return str(start_service("gateway", env).target)
+
+
+@pytest.fixture
+def gateway_channel(gateway_target: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(gateway_target) as channel:
+        yield channel
+
+
+@pytest.fixture
+def gateway(gateway_channel: grpc.Channel) -> api_pb2_grpc.FaceSearchStub:
+    return api_pb2_grpc.FaceSearchStub(gateway_channel)

@@ -1,57 +1,27 @@
 """The public API on the real pipeline: the four services as processes on the real broker,
 the gateway in front. Indexing is asynchronous (QUEUED, then INDEXED or FAILED with the
-reason from the dead-letter topics); queries go detector -> embedder -> search over gRPC."""
+reason from the dead-letter topics); queries go detector -> embedder -> search over gRPC, and
+come back with each match's decision, each face's people and its quality warning."""
 
+import io
+import json
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
+from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image, ImageFilter
 
+from facesearch import api_codec
+from facesearch.calibration import active_points, decide
+from facesearch.identities import by_person
 from facesearch.ids import image_id
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-
-FLOW_S = 90.0  # for an image to go through the whole pipeline
-
-
-@pytest.fixture
-def gateway_channel(
-    service_env: dict[str, str], start_service: Callable[..., Any]
-) -> Iterator[grpc.Channel]:
-    """A channel to a gateway in front of this test's detector, embedder and search."""
-    internal = {
-        name: start_service(name, service_env) for name in ("search", "embedder", "detector")
-    }
-    env = {
-        **service_env,
-        **{f"FACESEARCH_GATEWAY_{n.upper()}": s.target for n, s in internal.items()},
-    }
-    front = start_service("gateway", env)
-    with grpc.insecure_channel(front.target) as channel:
-        yield channel
-
-
-@pytest.fixture
-def gateway(gateway_channel: grpc.Channel) -> api_pb2_grpc.FaceSearchStub:
-    return api_pb2_grpc.FaceSearchStub(gateway_channel)
-
-
-def index(stub: api_pb2_grpc.FaceSearchStub, *requests: api_pb2.IndexRequest) -> list[Any]:
-    return list(stub.IndexImages(iter(requests)).results)
-
-
-def settled(stub: api_pb2_grpc.FaceSearchStub, image: str) -> api_pb2.GetImageResponse:
-    """GetImage once the image left the QUEUED state (or the test's patience ran out)."""
-    deadline = time.monotonic() + FLOW_S
-    while True:
-        answer = stub.GetImage(api_pb2.GetImageRequest(image_id=image))
-        if answer.status != api_pb2.IMAGE_STATUS_QUEUED or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.2)
 
 
 def test_index_through_the_pipeline_then_search_compare_stats_delete(
@@ -161,3 +131,83 @@ def test_images_sent_by_uri_are_read_from_the_allowed_folder_only(
     assert indexed.status == api_pb2.IMAGE_STATUS_INDEXED
     assert (indexed.image.meta.label, indexed.image.meta.source_uri) == ("by-ref", inside.as_uri())
     assert len(indexed.faces) > 0
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def yao_crop(demo: dict[str, Path], analyzed: dict[str, Any]) -> bytes:
+    """The face of players.jpg most like yaoming.jpg's, with a face's width around it: an
+    image of one face, so its label is given to one face only."""
+    (players, vectors), (_, query) = analyzed["players"], analyzed["yaoming"]
+    x1, y1, x2, y2 = players.faces[int(np.argmax(vectors @ query[0]))].box
+    margin = x2 - x1
+    whole = Image.open(demo["players"]).convert("RGB")
+    return png(whole.crop((int(x1 - margin), int(y1 - margin), int(x2 + margin), int(y2 + margin))))
+
+
+def sharp_and_blurred(demo: dict[str, Path]) -> bytes:
+    """yaoming.jpg beside a blurred copy of itself: a face that passes the quality gate and one
+    the detector still finds but the gate calls blurred."""
+    face = Image.open(demo["yaoming"]).convert("RGB")
+    both = Image.new("RGB", (face.width * 2, face.height))
+    both.paste(face, (0, 0))
+    both.paste(face.filter(ImageFilter.GaussianBlur(11)), (face.width, 0))
+    return png(both)
+
+
+def test_search_answers_decisions_people_and_warnings_and_the_cli_shows_them(
+    gateway_target: str,
+    gateway: api_pb2_grpc.FaceSearchStub,
+    demo: dict[str, Path],
+    analyzed: dict[str, Any],
+    run_cli: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    crop = yao_crop(demo, analyzed)
+    results = index(
+        gateway,
+        api_pb2.IndexRequest(data=crop, path="yao.png", label="yao"),
+        api_pb2.IndexRequest(data=demo["players"].read_bytes(), path="players.jpg"),
+    )
+    for result in results:
+        assert settled(gateway, result.image_id).status == api_pb2.IMAGE_STATUS_INDEXED
+    query = tmp_path / "query.png"
+    query.write_bytes(sharp_and_blurred(demo))
+
+    found = gateway.Search(api_pb2.SearchRequest(image=query.read_bytes(), top_k=30, threshold=0))
+
+    points = api_codec.operating_points_from_proto(found.operating_points)
+    assert points == pytest.approx(active_points())
+    decisions = [
+        (api_codec.decision_from_proto(m.decision), decide(m.score, points))
+        for face in found.faces
+        for m in face.matches
+    ]
+    assert all(given == expected for given, expected in decisions)
+    assert {"match", "no_match"} <= {given for given, _ in decisions}
+    sharp, blurred = sorted(found.faces, key=lambda f: f.box.x1)
+    assert not sharp.HasField("warning")
+    assert blurred.warning.reason == "blurred"
+    assert blurred.warning.value < blurred.warning.limit
+    assert sharp.identified and sharp.people[0].label == "yao"
+    assert sharp.people[0].appearances == 1
+    assert sharp.people[0].best.image_id == image_id(crop)
+    assert sharp.people[0].best.decision == api_pb2.DECISION_MATCH
+    assert sharp.unlabelled == len(sharp.matches) - 1
+    assert "yao" not in [p.label for p in blurred.people]  # given to one face of the image
+    # The CLI computes --by-person from the matches; the gateway's people are the same.
+    mine = by_person([api_codec.query_face_from_proto(f) for f in found.faces])
+    assert mine == [api_codec.face_people_from_proto(f) for f in found.faces]
+
+    shown = run_cli("search", query, "--gateway", gateway_target, "--json", "--top-k", "30",
+                    "--threshold", "0")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    printed = json.loads(shown.stdout)
+    assert [m["decision"] for f in printed["faces"] for m in f["matches"]] == [
+        given for given, _ in decisions
+    ]
+    assert [(w["face"], w["reason"]) for w in printed["warnings"]] == [(blurred.index, "blurred")]

@@ -183,20 +183,36 @@ def test_the_batch_embedder_gives_each_event_the_vectors_of_its_own_faces(
 
 
 def test_the_detector_leaves_out_the_faces_the_quality_gate_refuses(
-    face_models: FaceModels, settings: CoreSettings, demo: dict[str, Path], analyzed: Any
+    face_models: FaceModels,
+    settings: CoreSettings,
+    demo: dict[str, Path],
+    analyzed: Any,
+    store: QdrantFaceStore,
 ) -> None:
     strict = replace(settings, quality=QualityGate(min_face_px=32.0))
     registry = CollectorRegistry()
-    [(_, value)] = detector_handler(face_models, strict, metrics=WorkMetrics(registry))(
+    [(key, value)] = detector_handler(face_models, strict, metrics=WorkMetrics(registry))(
         None, image_event(demo["players"])
     )
-    kept = events_pb2.FacesEvent.FromString(value).faces
+    event = events_pb2.FacesEvent.FromString(value)
     every = analyzed["players"][0].faces
     small = [f.index for f in every if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) < 32]
     assert small, "players.jpg was expected to hold faces under 32 px"
-    assert sorted(f.index for f in kept) == sorted(set(range(len(every))) - set(small))
+    assert sorted(f.index for f in event.faces) == sorted(set(range(len(every))) - set(small))
+    assert [f.face_index for f in event.unindexed] == small
+    assert {f.rejection.reason for f in event.unindexed} == {"too_small"}
     counted = registry.get_sample_value("facesearch_faces_unindexed_total", {"reason": "too_small"})
     assert counted == len(small)
+
+    # The faces left out travel on with the image and are recorded with it, reason and all.
+    [(_, embeddings)] = embed_one(face_models, key, value)
+    store_handler(store)(key, embeddings)
+    record = store.get_image(event.image_id)
+    assert record is not None
+    assert [(f.index, f.rejection.reason) for f in record.unindexed] == [
+        (i, "too_small") for i in small
+    ]
+    assert all(f.rejection.value < f.rejection.limit == 32.0 for f in record.unindexed)
 
 
 def test_the_detector_reads_images_by_uri_only_inside_its_roots(

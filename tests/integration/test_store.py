@@ -10,8 +10,14 @@ import pytest
 from facesearch.errors import StoreError
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, to_records
-from facesearch.records import FaceRecord, Filters, ImageMeta, ImageRecord, Selector
-from facesearch.store import FACES_ALIAS, IMAGES_COLLECTION, QdrantFaceStore, faces_collection_name
+from facesearch.records import FaceRecord, Filters, FrameFaces, ImageMeta, ImageRecord, Selector
+from facesearch.store import (
+    FACES_ALIAS,
+    FRAMES_COLLECTION,
+    IMAGES_COLLECTION,
+    QdrantFaceStore,
+    faces_collection_name,
+)
 
 Analyzed = dict[str, tuple[AnalyzedImage, np.ndarray]]
 Item = tuple[ImageRecord, list[FaceRecord]]
@@ -345,7 +351,7 @@ def test_a_refused_open_leaves_the_index_as_it_was(
         aliases = {a.alias_name: a.collection_name for a in again.client.get_aliases().aliases}
     finally:
         again.close()
-    assert names == {faces_collection_name("model-a"), IMAGES_COLLECTION}
+    assert names == {faces_collection_name("model-a"), IMAGES_COLLECTION, FRAMES_COLLECTION}
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
 
 
@@ -354,3 +360,39 @@ def test_a_second_open_of_a_path_in_use_is_refused_with_a_clear_error(
 ) -> None:
     with pytest.raises(StoreError, match="in use by another facesearch process"):
         QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+
+
+def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
+    store: QdrantFaceStore,
+) -> None:
+    rng = np.random.default_rng(5)
+    video = "ab" * 32
+
+    def frame(sample: int, faces: int) -> FrameFaces:
+        vectors = rng.normal(size=(faces, store.dim))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        found = [
+            FaceRecord(video, i, (i, 2.0, 30.0, 40.0), 0.9, 0.8, v.tolist())
+            for i, v in enumerate(vectors)
+        ]
+        return FrameFaces(video, sample, sample * 500, sample == 2, found)
+
+    frames = [frame(2, 1), frame(0, 2), frame(1, 0)]  # a frame without a face is kept too
+    for kept in frames:
+        store.stage_frame(kept)
+    store.stage_frame(frames[1])  # delivered again: the same point
+    store.stage_frame(replace(frames[0], video_id="cd" * 32))  # another video
+
+    got = store.staged_frames(video)
+    assert [(f.sample, f.ms, f.cut, len(f.faces)) for f in got] == [
+        (0, 0, False, 2),
+        (1, 500, False, 0),
+        (2, 1000, True, 1),
+    ]
+    assert got[0].faces[1].box == frames[1].faces[1].box
+    assert np.allclose(got[0].faces[1].vector, frames[1].faces[1].vector)
+    assert store.stats().faces == 0  # kept apart from the searchable faces
+
+    store.drop_staged(video)
+    assert store.staged_frames(video) == []
+    assert len(store.staged_frames("cd" * 32)) == 1  # another video's frames stay

@@ -28,7 +28,16 @@ from facesearch.errors import (
 )
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-from facesearch.records import Filters, ImageMeta, ImageRecord, Match, Selector, StoreStats
+from facesearch.records import (
+    Filters,
+    ImageMeta,
+    ImageRecord,
+    Match,
+    Rejection,
+    Selector,
+    StoreStats,
+    UnindexedFace,
+)
 from facesearch.rpc import MESSAGE_OPTIONS, translate_errors
 from facesearch.streaming import TransientError
 
@@ -72,6 +81,9 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         self.deleted: list[Selector] = []
         self.sent: list[str] = []  # the path of every IndexRequest received
         self.uris: list[str] = []  # the URI of every IndexRequest sent by reference
+        self.decision = ""  # what Search says of every match ("": nothing)
+        self.warning: Rejection | None = None  # Search's warning for its query face
+        self.unindexed: tuple[UnindexedFace, ...] = ()  # in every image's record
 
     def IndexImages(self, request_iterator: Iterator[api_pb2.IndexRequest], context: Any) -> Any:
         results = []
@@ -120,7 +132,10 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
     def record(self, image_id: str, image: Image) -> ImageRecord:
         r = image.request
         meta = ImageMeta(r.source_url or r.path, r.path, r.label, r.collection or "default")
-        return ImageRecord(image_id, meta, image.faces, MODEL, 640, 480, "2024-01-01T00:00:00Z")
+        stamp = "2024-01-01T00:00:00Z"
+        return ImageRecord(
+            image_id, meta, image.faces, MODEL, 640, 480, stamp, unindexed=self.unindexed
+        )
 
     @translate_errors
     def Search(self, request: api_pb2.SearchRequest, context: Any) -> Any:
@@ -137,7 +152,8 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
             box=codec.box_to_proto(box(0)),
             det_score=0.875,
             quality=0.5,
-            matches=[api_codec.match_to_proto(m) for m in matches],
+            matches=[api_codec.match_to_proto(replace(m, decision=self.decision)) for m in matches],
+            warning=api_codec.warning_to_proto(self.warning),
         )
         return api_pb2.SearchResponse(faces=[face], model=MODEL, threshold=threshold)
 
@@ -383,6 +399,29 @@ def test_index_through_a_gateway_prints_the_embedded_summary(
     assert summary["queued"] == 0
 
 
+def test_index_through_a_gateway_lists_the_faces_the_quality_gate_kept_out(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 0
+    fake.unindexed = (UnindexedFace(1, (1.0, 2.0, 9.0, 11.0), Rejection("too_small", 9.0, 12.0)),)
+    folder = photos(tmp_path / "people", a=b"abc")
+
+    summary = json.loads(run("index", folder, "--gateway", target, "--json").stdout)
+
+    assert summary["unindexed_faces"] == [
+        {
+            "path": str(folder / "a.jpg"),
+            "face_index": 1,
+            "box": [1.0, 2.0, 9.0, 11.0],
+            "reason": "too_small",
+            "value": 9.0,
+            "limit": 12.0,
+        }
+    ]
+    text = run("index", folder, "--gateway", target)
+    assert "too_small" in text.output
+
+
 def test_index_with_wait_timeout_zero_says_what_is_queued(
     target: str, fake: FakeFaceSearch, tmp_path: Path
 ) -> None:
@@ -412,6 +451,29 @@ def test_search_through_a_gateway_prints_what_the_embedded_search_prints(
     ]
     assert set(found) == {"query", "model", "threshold", "faces"}
     assert found["faces"][0]["matches"][0]["label"] == "ann"
+
+
+def test_search_through_a_gateway_shows_its_decisions_and_warnings(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 0
+    fake.decision = "possible"  # where the local calibration would say "match" for 0.9
+    fake.warning = Rejection("too_small", 9.5, 12.0)
+    run("index", photos(tmp_path / "g", a=b"abc"), "--label", "ann", "--gateway", target)
+    query = photos(tmp_path / "q", q=b"query") / "q.jpg"
+
+    text = run("search", query, "--gateway", target)
+    found = json.loads(run("search", query, "--gateway", target, "--json").stdout)
+    people = json.loads(run("search", query, "--by-person", "--gateway", target, "--json").stdout)
+
+    assert text.stdout.splitlines()[3].split()[:3] == ["0.900", "possible", "ann"]
+    assert text.stderr.startswith(f"warning: face 1 of {query} fails the quality gate: too_small")
+    (match,) = found["faces"][0]["matches"]
+    assert match["decision"] == "possible"
+    assert "track_id" not in match and "video_id" not in match  # a still image's JSON
+    assert found["warnings"] == [{"face": 0, "reason": "too_small", "value": 9.5, "limit": 12.0}]
+    assert people["faces"][0]["people"][0]["best"]["decision"] == "possible"
+    assert people["warnings"] == found["warnings"]
 
 
 def test_a_query_without_a_face_through_a_gateway_is_the_embedded_error(

@@ -9,13 +9,13 @@ from facesearch.errors import ConfigError
 from facesearch.faces import (
     ARCFACE_LANDMARKS,
     DetectedFace,
-    Rejection,
     check_quality,
     sharpness,
     yaw_proxy,
 )
 from facesearch.indexing import Outcome, Summary
-from facesearch.pipeline import AnalyzedImage, UnindexedFace, apply_gate
+from facesearch.pipeline import AnalyzedImage, apply_gate
+from facesearch.records import Rejection, UnindexedFace
 from facesearch.settings import CoreSettings, QualityGate
 
 GATE = QualityGate(min_face_px=32.0, min_sharpness=20.0, max_yaw=1.0, min_det_score=0.6)

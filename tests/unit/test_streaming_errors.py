@@ -2,6 +2,7 @@
 record of it (no broker needed: the producer is a stand-in that records sends; the loop itself
 is tested on a real broker in tests/integration/test_streaming.py)."""
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -103,6 +104,32 @@ def test_an_output_too_large_for_a_message_dead_letters_its_record() -> None:
     [(topic, sent)] = producer.sent
     assert (topic, sent["value"]) == ("in.dlq", b"v")
     assert dict(sent["headers"])["reason"].startswith(b"too_large: its output of 5001 bytes")
+    assert (worker.dead_lettered, worker.consumed) == (1, 1)
+
+
+def test_a_stream_of_outputs_is_sent_as_it_is_made_and_a_too_large_one_ends_it() -> None:
+    producer, registry = RecordingProducer(), CollectorRegistry()
+    made: list[int] = []
+
+    def handler(key: bytes | None, value: bytes) -> Iterator[Message]:
+        for size in (10, 20, 5000, 30):
+            made.append(size)
+            assert len(producer.sent) == len(made) - 1  # each sent before the next is made
+            yield key, b"x" * size
+
+    metrics = StreamMetrics(registry)
+    worker = StreamWorker(
+        "127.0.0.1:1", "in", "group", "out", handler, metrics=metrics, max_message_bytes=4096
+    )
+    worker._process_batch(UntouchedConsumer(), producer, [RECORD])
+
+    assert made == [10, 20, 5000]  # the stream was not asked for more
+    assert [(topic, len(sent["value"])) for topic, sent in producer.sent] == [
+        ("out", 10),
+        ("out", 20),
+        ("in.dlq", 1),
+    ]
+    assert dict(producer.sent[-1][1]["headers"])["reason"].startswith(b"too_large")
     assert (worker.dead_lettered, worker.consumed) == (1, 1)
 
 

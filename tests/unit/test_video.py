@@ -15,8 +15,10 @@ from facesearch.errors import BadImageError, ConfigError, FaceSearchError, Image
 from facesearch.settings import EnvReader, VideoSettings
 from facesearch.video import (
     check_video_size,
+    file_head,
     file_sha256,
     format_ms,
+    looks_like_video,
     open_video,
     parse_time,
     prefetched,
@@ -228,3 +230,28 @@ def test_a_video_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(BadImageError, match="empty file"):
         check_video_size(tmp_path / "empty.mp4", VideoSettings())
+
+
+@pytest.mark.parametrize(
+    ("head", "video"),
+    [
+        (b"\x00\x00\x00\x20ftypisom", True),  # MP4
+        (b"\x00\x00\x00\x14ftypqt  ", True),  # MOV
+        (b"\x00\x00\x00\x08wide\x00\x00", True),  # QuickTime without ftyp
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", True),  # Matroska / WebM
+        (b"RIFF\x00\x10\x00\x00AVI ", True),
+        (b"\x00\x00\x00\x18ftypheic", False),  # a HEIF still image
+        (b"\x00\x00\x00\x1cftypavif", False),
+        (b"RIFF\x00\x10\x00\x00WEBP", False),  # a WebP image
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", False),
+        (b"\x89PNG\r\n\x1a\n", False),
+        (b"", False),
+    ],
+)
+def test_videos_are_told_from_images_by_their_first_bytes(head: bytes, video: bool) -> None:
+    assert looks_like_video(head) is video
+
+
+def test_a_written_clip_looks_like_a_video(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.avi", [(0, 0, 255)] * 3)
+    assert looks_like_video(file_head(clip))

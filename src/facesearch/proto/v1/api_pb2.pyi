@@ -152,6 +152,7 @@ class ImageRecord(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     TRACKS_FIELD_NUMBER: _builtins.int
+    UNINDEXED_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """sha256 of the image bytes, 64 lowercase hex digits"""
     faces: _builtins.int
@@ -172,6 +173,12 @@ class ImageRecord(_message.Message):
     """videos only: face tracks found; faces counts the points stored"""
     @_builtins.property
     def meta(self) -> Global___ImageMeta: ...
+    @_builtins.property
+    def unindexed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnindexedFace]:
+        """Faces the detector found but the quality gate kept out of the index, with the reason (as
+        AWS Rekognition's UnindexedFaces).
+        """
+
     def __init__(
         self,
         *,
@@ -185,14 +192,45 @@ class ImageRecord(_message.Message):
         kind: _builtins.str = ...,
         duration_ms: _builtins.int = ...,
         tracks: _builtins.int = ...,
+        unindexed: _abc.Iterable[Global___UnindexedFace] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "faces", b"faces", "height", b"height", "image_id", b"image_id", "ingested_at", b"ingested_at", "kind", b"kind", "meta", b"meta", "model", b"model", "tracks", b"tracks", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "faces", b"faces", "height", b"height", "image_id", b"image_id", "ingested_at", b"ingested_at", "kind", b"kind", "meta", b"meta", "model", b"model", "tracks", b"tracks", "unindexed", b"unindexed", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageRecord: _TypeAlias = ImageRecord  # noqa: Y015
+
+@_typing.final
+class UnindexedFace(_message.Message):
+    """A face kept out of the index by the quality gate (records.UnindexedFace)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACE_INDEX_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
+    face_index: _builtins.int
+    """its position among the image's faces, as an indexed face's"""
+    @_builtins.property
+    def box(self) -> Global___Box: ...
+    @_builtins.property
+    def rejection(self) -> Global___Rejection: ...
+    def __init__(
+        self,
+        *,
+        face_index: _builtins.int = ...,
+        box: Global___Box | None = ...,
+        rejection: Global___Rejection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "rejection", b"rejection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "face_index", b"face_index", "rejection", b"rejection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnindexedFace: _TypeAlias = UnindexedFace  # noqa: Y015
 
 @_typing.final
 class Face(_message.Message):

@@ -165,6 +165,7 @@ class VideoFrame(_message.Message):
     SAMPLE_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     ms: _builtins.int
     """the frame's time from the start of the video"""
     cut: _builtins.bool
@@ -175,6 +176,11 @@ class VideoFrame(_message.Message):
     """the video's last sample: sample + 1 samples in all"""
     duration_ms: _builtins.int
     """of the whole video"""
+    error: _builtins.str
+    """Set on the last event of a video the detector could not read to its end (truncated or
+    corrupt, too long): why. The search service drops the frames it kept and dead-letters
+    the video with this reason.
+    """
     def __init__(
         self,
         *,
@@ -183,10 +189,11 @@ class VideoFrame(_message.Message):
         sample: _builtins.int = ...,
         last: _builtins.bool = ...,
         duration_ms: _builtins.int = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "duration_ms", b"duration_ms", "last", b"last", "ms", b"ms", "sample", b"sample"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut", "duration_ms", b"duration_ms", "error", b"error", "last", b"last", "ms", b"ms", "sample", b"sample"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,6 +215,7 @@ class FacesEvent(_message.Message):
     FACES_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     FRAME_FIELD_NUMBER: _builtins.int
+    UNINDEXED_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     width: _builtins.int
     """pixels"""
@@ -229,6 +237,10 @@ class FacesEvent(_message.Message):
     def frame(self) -> Global___VideoFrame:
         """set for a frame of a video"""
 
+    @_builtins.property
+    def unindexed(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.UnindexedFace]:
+        """faces the quality gate kept out, not in faces"""
+
     def __init__(
         self,
         *,
@@ -240,10 +252,11 @@ class FacesEvent(_message.Message):
         faces: _abc.Iterable[Global___DetectedFace] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
         frame: Global___VideoFrame | None = ...,
+        unindexed: _abc.Iterable[_api_pb2.UnindexedFace] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "unindexed", b"unindexed", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,6 +318,7 @@ class EmbeddingsEvent(_message.Message):
     FACES_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     FRAME_FIELD_NUMBER: _builtins.int
+    UNINDEXED_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     width: _builtins.int
     """pixels"""
@@ -326,6 +340,10 @@ class EmbeddingsEvent(_message.Message):
     def frame(self) -> Global___VideoFrame:
         """copied from the FacesEvent"""
 
+    @_builtins.property
+    def unindexed(self) -> _containers.RepeatedCompositeFieldContainer[_api_pb2.UnindexedFace]:
+        """copied from the FacesEvent"""
+
     def __init__(
         self,
         *,
@@ -337,10 +355,11 @@ class EmbeddingsEvent(_message.Message):
         faces: _abc.Iterable[Global___EmbeddedFace] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
         frame: Global___VideoFrame | None = ...,
+        unindexed: _abc.Iterable[_api_pb2.UnindexedFace] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "meta", b"meta", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "frame", b"frame", "height", b"height", "image_id", b"image_id", "meta", b"meta", "model", b"model", "submitted_at", b"submitted_at", "unindexed", b"unindexed", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,24 @@
+"""Calls on a running gateway, shared by the test modules that index through it (importable
+because pyproject puts tests/integration on pytest's pythonpath; the fixtures that start one
+are in conftest.py)."""
+
+import time
+from typing import Any
+
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+
+FLOW_S = 90.0  # for an image to go through the whole pipeline
+
+
+def index(stub: api_pb2_grpc.FaceSearchStub, *requests: api_pb2.IndexRequest) -> list[Any]:
+    return list(stub.IndexImages(iter(requests)).results)
+
+
+def settled(stub: api_pb2_grpc.FaceSearchStub, image: str) -> api_pb2.GetImageResponse:
+    """GetImage once the image left the QUEUED state (or the test's patience ran out)."""
+    deadline = time.monotonic() + FLOW_S
+    while True:
+        answer = stub.GetImage(api_pb2.GetImageRequest(image_id=image))
+        if answer.status != api_pb2.IMAGE_STATUS_QUEUED or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)

@@ -11,7 +11,7 @@ from facesearch.calibration import active_points
 from facesearch.metrics import StreamMetrics, WorkMetrics
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
-from facesearch.rpc import MESSAGE_OPTIONS
+from facesearch.rpc import message_options
 from facesearch.service import ServiceRuntime, run_service
 from facesearch.service_settings import GatewaySettings
 from facesearch.streaming import CLOSE_TIMEOUT_S, dlq_topic
@@ -30,12 +30,17 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
         acks="all",
         max_request_size=kafka.max_message_bytes,
         linger_ms=5,
+        # send() waits this long for the topic's metadata or buffer room (60 s by default):
+        # with the broker down, no longer than IndexImages waits for acknowledgements.
+        max_block_ms=int(settings.deadline_s * 1000),
     )
     # Bounded, as the stream workers' close: the stack SIGKILLs a gateway that drains too long.
     stack.callback(producer.close, timeout=CLOSE_TIMEOUT_S)
 
+    options = message_options(settings.server.max_message_bytes)
+
     def channel(target: str) -> grpc.Channel:
-        return stack.enter_context(grpc.insecure_channel(target, options=MESSAGE_OPTIONS))
+        return stack.enter_context(grpc.insecure_channel(target, options=options))
 
     failures = RecentIds(REMEMBERED_IMAGES)
     topics = [kafka.images_topic, kafka.faces_topic, kafka.embeddings_topic]

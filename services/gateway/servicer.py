@@ -2,6 +2,7 @@
 go through the detector, the embedder and the search service over gRPC."""
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -15,11 +16,14 @@ from facesearch.calibration import LFW_THRESHOLD, decide
 from facesearch.codec import box_from_proto
 from facesearch.errors import (
     BadMessageError,
+    DeadlineError,
     FaceSearchError,
+    ImageTooLargeError,
     NoFaceError,
     NotFoundError,
 )
 from facesearch.identities import by_person
+from facesearch.images import check_size
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
 from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc import Pending, error_from_rpc, translate_errors
@@ -65,6 +69,10 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         results: list[api_pb2.IndexResult] = []
         sent: list[tuple[int, str, Any]] = []  # (result index, image id, send future)
         for request in request_iterator:
+            if len(results) == self.settings.max_images_per_call:
+                self._acknowledged(backends, sent, results)
+                backends.record_queued("refused")
+                raise _too_many(self.settings.max_images_per_call)
             try:
                 event = self._image_event(request)
             except FaceSearchError as exc:
@@ -79,6 +87,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
                 )
             except KafkaError as exc:  # no metadata in time, buffer full, message too large
                 backends.record_queued("refused")
+                if exc.retriable:  # the broker is down: see _acknowledged
+                    raise _broker_down(exc) from exc
                 results.append(_not_taken(exc))
                 continue
             sent.append((len(results), event.image_id, future))
@@ -117,19 +127,28 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         sent: list[tuple[int, str, Any]],
         results: list[api_pb2.IndexResult],
     ) -> None:
-        """Wait for the broker; an image it did not take becomes an error result."""
+        """Wait for the broker; an image it refused becomes an error result, and one it did
+        not acknowledge in time (down, restarting) makes the whole call UNAVAILABLE."""
         # On a timeout, each send not acknowledged yet fails its future.get below.
         with contextlib.suppress(KafkaError):
             backends.producer.flush(timeout=self.settings.deadline_s)
+        unreachable: Exception | None = None
         for index, image, future in sent:
             try:
                 future.get(timeout=0)
             except Exception as exc:  # refused by the broker, or not acknowledged in time
                 results[index] = _not_taken(exc)
                 backends.record_queued("refused")
+                if isinstance(exc, KafkaError) and exc.retriable:
+                    unreachable = exc
                 continue
             backends.queued.put(image, "queued")
             backends.record_queued("queued")
+        if unreachable is not None:
+            # The broker is down or too slow: a fault of the service, not of the images, so
+            # the call is UNAVAILABLE, the status clients retry on, rather than OK with an
+            # error per image (sending again an image that was taken after all is harmless).
+            raise _broker_down(unreachable)
 
     @translate_errors
     def GetImage(
@@ -157,12 +176,12 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     ) -> api_pb2.SearchResponse:
         if not 0 <= request.top_k <= MAX_TOP_K:
             raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
+        threshold = _threshold(request)
         backends = self.backends.get()
         detected = self._detect(backends, request.image, context)
         if not detected.faces:
             raise NoFaceError("no face found in the query image")
         embedded = self._embed(backends, list(detected.faces), context)
-        threshold = request.threshold if request.HasField("threshold") else LFW_THRESHOLD
         query = internal_pb2.SearchVectorsRequest(
             vectors=embedded.vectors,
             model=embedded.model,
@@ -206,6 +225,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     def Compare(
         self, request: api_pb2.CompareRequest, context: grpc.ServicerContext
     ) -> api_pb2.CompareResponse:
+        threshold = _threshold(request)
         backends = self.backends.get()
         a = self._detect(backends, request.image_a, context)
         b = self._detect(backends, request.image_b, context)
@@ -213,7 +233,6 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         vectors = np.array([list(v.values) for v in embedded.vectors], dtype=np.float32)
         vectors = vectors.reshape(len(a.faces) + len(b.faces), -1)
         similarity = vectors[: len(a.faces)] @ vectors[len(a.faces) :].T
-        threshold = request.threshold if request.HasField("threshold") else LFW_THRESHOLD
         pairs = [
             api_pb2.FacePair(
                 a_index=fa.index,
@@ -247,6 +266,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     def _detect(
         self, backends: Backends, image: bytes, context: grpc.ServicerContext
     ) -> internal_pb2.DetectResponse:
+        check_size(len(image), self.settings.core.limits)  # not worth sending on
         request = internal_pb2.DetectRequest(image=image)
         return self._call(backends.detector.Detect, request, "detector", context)
 
@@ -264,15 +284,42 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         context: grpc.ServicerContext,
     ) -> R:
         """One call to an internal service within the gateway's deadline and the client's;
-        its failure as the facesearch error it stands for."""
+        its failure as the facesearch error it stands for (a deadline that ran out as a
+        ``DeadlineError`` naming which one)."""
         timeout = self.settings.deadline_s
         remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, remaining)
+        limit = f"{timeout:g} s (FACESEARCH_GATEWAY_DEADLINE_SECONDS)"
+        if remaining is not None and remaining < timeout:
+            timeout, limit = remaining, "the deadline of the call"
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                late = f"the {service} service did not answer within {limit}"
+                raise DeadlineError(late) from exc
             raise error_from_rpc(exc, f"the {service} service") from exc
+
+
+def _threshold(request: api_pb2.SearchRequest | api_pb2.CompareRequest) -> float:
+    """The request's threshold (the LFW-calibrated one if it gives none), a finite number."""
+    if not request.HasField("threshold"):
+        return LFW_THRESHOLD
+    if not math.isfinite(request.threshold):
+        raise BadMessageError(f"threshold must be a finite number, not {request.threshold}")
+    return request.threshold
+
+
+def _too_many(limit: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"more than {limit} images in one IndexImages call, the limit "
+        "(FACESEARCH_GATEWAY_MAX_IMAGES_PER_CALL): send the rest in another call (the images "
+        "before it were taken; sending them again is harmless)"
+    )
+
+
+def _broker_down(exc: Exception) -> TransientError:
+    return TransientError(f"the Kafka broker did not take the images in time ({exc}); retry")
 
 
 def _not_taken(exc: Exception) -> api_pb2.IndexResult:

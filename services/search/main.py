@@ -1,15 +1,22 @@
 """The search service: facesearch.embeddings.v1 -> Qdrant (its only writer), and
 SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only."""
 
+import logging
+
+from facesearch.errors import StoreError
 from facesearch.handlers import store_handler
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
 from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.service import ServiceRuntime, run_service, stream_worker
 from facesearch.service_settings import SearchSettings
+from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
 from .servicer import SERVICE_NAME, SearchServicer
+
+log = logging.getLogger(__name__)
+FIRST_RETRY_S, MAX_RETRY_S = 1.0, 30.0  # backoff while a Qdrant server does not answer
 
 
 def serve() -> int:
@@ -19,9 +26,10 @@ def serve() -> int:
     servicer = SearchServicer(metrics)
     internal_pb2_grpc.add_SearchIndexServicer_to_server(servicer, runtime.server)
     runtime.start()
-    model_id, dim = recognizer_identity(settings.core.models)
-    core = settings.core
-    store = QdrantFaceStore.open(model_id, dim, core.qdrant_path, core.qdrant_url)
+    store = open_store(settings.core, runtime)
+    if store is None:  # stopped while waiting for Qdrant
+        runtime.server.stop(grace=None)
+        return 0
     try:
         servicer.store.set(store)
         kafka = settings.kafka
@@ -35,6 +43,24 @@ def serve() -> int:
         return runtime.serve(worker)
     finally:
         store.close()
+
+
+def open_store(core: CoreSettings, runtime: ServiceRuntime) -> QdrantFaceStore | None:
+    """The index, once Qdrant answers: a server that is down or refuses connections is tried
+    again with backoff (health stays NOT_SERVING meanwhile); None if stopped first. A local
+    index that cannot be opened (in use, another model) is an error at once."""
+    model_id, dim = recognizer_identity(core.models)
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            return QdrantFaceStore.open(model_id, dim, core.qdrant_path, core.qdrant_url)
+        except StoreError as exc:
+            if not core.qdrant_url:
+                raise
+            log.warning("search: %s; trying again in %.0f s", exc, delay)
+        if not runtime.wait(delay):
+            return None
+        delay = min(delay * 2, MAX_RETRY_S)
 
 
 def main() -> None:

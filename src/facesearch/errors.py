@@ -18,7 +18,8 @@ class BadImageError(FaceSearchError):
 
 
 class ImageTooLargeError(FaceSearchError):
-    """The input exceeds a configured limit on bytes or pixels."""
+    """The input exceeds a configured limit (bytes, pixels, images in one call); the message
+    names the variable that sets it."""
 
     code = "too_large"
 
@@ -69,3 +70,10 @@ class BadUriError(FaceSearchError):
     """An image URI that may not be read: another scheme, or outside the allowed folders."""
 
     code = "bad_uri"
+
+
+class DeadlineError(FaceSearchError):
+    """A call to another service did not answer within its deadline; the message names the
+    setting (or says the caller's own deadline ran out)."""
+
+    code = "deadline"

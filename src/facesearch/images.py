@@ -50,15 +50,21 @@ def check_image(data: bytes, limits: ImageLimits) -> None:
         pass
 
 
+def check_size(size: int, limits: ImageLimits, what: str = "") -> None:
+    """Refuse ``size`` bytes beyond the limit, naming the variable that sets it."""
+    if size > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"{what}{size} bytes exceeds the limit of {limits.max_bytes} bytes "
+            "(FACESEARCH_MAX_IMAGE_BYTES)"
+        )
+
+
 @contextmanager
 def _opened(data: bytes, limits: ImageLimits) -> Iterator[Image.Image]:
     """The image opened lazily, within the limits; every failure as a facesearch error."""
     if not data:
         raise BadImageError("empty file")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"{len(data)} bytes exceeds the limit of {limits.max_bytes} bytes (max_image_bytes)"
-        )
+    check_size(len(data), limits)
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_header(img, limits)
@@ -79,7 +85,8 @@ def _check_header(img: Image.Image, limits: ImageLimits) -> None:
         raise BadImageError(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise ImageTooLargeError(
-            f"{width}x{height} pixels exceeds the limit of {limits.max_pixels} (max_image_pixels)"
+            f"{width}x{height} pixels exceeds the limit of {limits.max_pixels} pixels "
+            "(FACESEARCH_MAX_IMAGE_PIXELS)"
         )
 
 

@@ -54,6 +54,14 @@ class StreamMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.stalled_partitions = Gauge(
+            "facesearch_stalled_partitions",
+            "Partitions whose records keep failing with a transient error (a dependency such as "
+            "Qdrant or the broker is down): paused, or retrying since their last pause; 0 once "
+            "a batch of each succeeds.",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "facesearch_batch_size",
             "Records handled together in one step (the embedder's micro-batches), by input topic.",
@@ -145,10 +153,20 @@ class WorkMetrics:
 def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:
     """One sample of the metrics a process serves on ``host:port`` (0 when it has none such):
     what the tests and benchmarks read of a running service."""
+    return sum(value for found, value in _samples(port, host, name) if found == labels)
+
+
+def scrape_total(port: int, name: str, host: str = "127.0.0.1") -> float:
+    """The sum of every sample of ``name`` whatever its labels (0 when there is none)."""
+    return sum(value for _, value in _samples(port, host, name))
+
+
+def _samples(port: int, host: str, name: str) -> list[tuple[dict[str, str], float]]:
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode("utf-8")
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
+    return [
+        (sample.labels, float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]

@@ -16,12 +16,21 @@ from facesearch.streaming import TransientError
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Inline images go up to the core's 50 MiB limit; gRPC's own default is 4 MiB.
+# Inline images go up to the core's 50 MiB limit; gRPC's own default is 4 MiB. A service's
+# server and its channels take FACESEARCH_GRPC_MAX_MESSAGE_BYTES; clients use this default.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MESSAGE_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
+
+
+def message_options(max_bytes: int) -> list[tuple[str, int]]:
+    """Channel or server options allowing messages of up to ``max_bytes`` each way (a larger
+    one is refused by gRPC itself with RESOURCE_EXHAUSTED)."""
+    return [
+        ("grpc.max_send_message_length", max_bytes),
+        ("grpc.max_receive_message_length", max_bytes),
+    ]
+
+
+MESSAGE_OPTIONS = message_options(MAX_MESSAGE_BYTES)
 
 STATUS_OF_CODE = {
     errors.BadImageError.code: grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,6 +43,7 @@ STATUS_OF_CODE = {
     errors.ConfigError.code: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotFoundError.code: grpc.StatusCode.NOT_FOUND,
     errors.BadUriError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.DeadlineError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
     cls.code: cls
@@ -48,6 +58,7 @@ ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
         errors.ModelError,
         errors.NotFoundError,
         errors.BadUriError,
+        errors.DeadlineError,
         TransientError,
     )
 }

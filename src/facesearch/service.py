@@ -4,9 +4,10 @@ builds its servicer and stream worker and hands them to ``ServiceRuntime``.
 
 Life of a process: ``start()`` serves health as NOT_SERVING while models and clients load;
 ``serve()`` turns it SERVING and runs the Kafka loop (if any) in the main thread until SIGTERM
-or SIGINT; then health says NOT_SERVING, the loop finishes its record, flushes and commits,
-and the gRPC server finishes calls in flight within the drain time. A stream loop that fails
-ends the process with status 1, for the orchestrator to restart it.
+or SIGINT (the loop's own health, ``INGEST_HEALTH``, is NOT_SERVING while its records keep
+failing on a dependency); then health says NOT_SERVING, the loop finishes its record, flushes
+and commits, and the gRPC server finishes calls in flight within the drain time. A stream loop
+that fails ends the process with status 1, for the orchestrator to restart it.
 """
 
 import logging
@@ -25,7 +26,7 @@ from prometheus_client import start_http_server
 
 from facesearch.errors import ConfigError
 from facesearch.metrics import RpcMetrics, StreamMetrics
-from facesearch.rpc import MESSAGE_OPTIONS, MetricsInterceptor
+from facesearch.rpc import MetricsInterceptor, message_options
 from facesearch.service_settings import KafkaSettings, ServerSettings
 from facesearch.streaming import StreamWorker
 
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 GRPC_THREADS = 8
 WAIT_SLICE_S = 0.2
+# The health of a service's Kafka loop, beside its gRPC services': NOT_SERVING while records
+# keep failing on a dependency (Qdrant, the broker), so the process can still answer queries.
+INGEST_HEALTH = "facesearch.ingest"
 
 
 class ServiceRuntime:
@@ -46,7 +50,7 @@ class ServiceRuntime:
         self.server = grpc.server(
             ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix=f"{settings.name}-grpc"),
             interceptors=[MetricsInterceptor(RpcMetrics())],
-            options=MESSAGE_OPTIONS,
+            options=message_options(settings.max_message_bytes),
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -84,6 +88,9 @@ class ServiceRuntime:
         status = 0
         self._worker = worker
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if worker is not None:
+            worker.on_stalled = self._ingest_stalled
+            self.health.set(INGEST_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", self.settings.name)
         try:
             self._run(worker)
@@ -109,6 +116,18 @@ class ServiceRuntime:
         while not self._stopping:
             time.sleep(WAIT_SLICE_S)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (before ``serve()``: a dependency's backoff); False as soon
+        as a stop signal came."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
+        return not self._stopping
+
     def stop(self) -> None:
         """Begin the shutdown: ``serve()`` drains and returns. Safe from a signal handler."""
         self._stopping = True
@@ -120,6 +139,13 @@ class ServiceRuntime:
         # writing to it can raise "reentrant call" from the middle of that code.
         self._signal = signal.Signals(signum).name
         self.stop()
+
+    def _ingest_stalled(self, stalled: bool) -> None:
+        serving = health_pb2.HealthCheckResponse
+        self.health.set(INGEST_HEALTH, serving.NOT_SERVING if stalled else serving.SERVING)
+        log.warning(
+            "%s: ingest %s", self.settings.name, "stalled on a dependency" if stalled else "resumed"
+        )
 
     def _set_health(self, status: int) -> None:
         for name in ["", *self.services]:

@@ -6,7 +6,8 @@ Shared names: ``FACESEARCH_KAFKA_BOOTSTRAP`` (required), ``FACESEARCH_TOPIC_*``,
 ``FACESEARCH_KAFKA_MAX_MESSAGE_BYTES``, the core's ``FACESEARCH_*`` model and limit names,
 ``QDRANT_URL`` / ``QDRANT_PATH``. Per service ``<S>`` (DETECTOR, EMBEDDER, SEARCH, GATEWAY):
 ``FACESEARCH_<S>_HOST``, ``_GRPC_PORT``, ``_METRICS_PORT``, ``_DRAIN_SECONDS``, and for the
-three consumers ``_GROUP``.
+three consumers ``_GROUP``; ``FACESEARCH_GRPC_MAX_MESSAGE_BYTES`` for every gRPC server (and
+the gateway's channels to the others).
 """
 
 import os
@@ -38,7 +39,7 @@ class KafkaSettings:
             images_topic=reader.text("FACESEARCH_TOPIC_IMAGES", cls.images_topic),
             faces_topic=reader.text("FACESEARCH_TOPIC_FACES", cls.faces_topic),
             embeddings_topic=reader.text("FACESEARCH_TOPIC_EMBEDDINGS", cls.embeddings_topic),
-            max_message_bytes=reader.number(
+            max_message_bytes=reader.limit(
                 "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES", cls.max_message_bytes, int
             ),
         )
@@ -54,6 +55,9 @@ class ServerSettings:
     metrics_port: int
     drain_s: float
     group_id: str  # its Kafka consumer group ("" for the gateway, which consumes nothing)
+    # The largest gRPC message it receives or sends; inline images go up to the core's 50 MiB
+    # limit, so the default is above it (gRPC's own is 4 MiB).
+    max_message_bytes: int = 64 * MIB
 
     @property
     def grpc_address(self) -> str:
@@ -69,6 +73,9 @@ def _server(reader: EnvReader, name: str, grpc_port: int, metrics_port: int) -> 
         metrics_port=reader.number(prefix + "METRICS_PORT", metrics_port, int),
         drain_s=reader.number(prefix + "DRAIN_SECONDS", 20.0, float),
         group_id=reader.text(prefix + "GROUP", f"facesearch-{name}") if name != "gateway" else "",
+        max_message_bytes=reader.limit(
+            "FACESEARCH_GRPC_MAX_MESSAGE_BYTES", ServerSettings.max_message_bytes, int
+        ),
     )
 
 
@@ -155,6 +162,7 @@ class GatewaySettings(_ServiceSettings):
     embedder: str = ""
     search: str = ""
     deadline_s: float = 30.0  # for each call to the internal services
+    max_images_per_call: int = 1000  # IndexRequests in one IndexImages stream
 
     @classmethod
     def _own(cls, reader: EnvReader) -> dict[str, Any]:
@@ -167,8 +175,11 @@ class GatewaySettings(_ServiceSettings):
             "detector": address("detector"),
             "embedder": address("embedder"),
             "search": address("search"),
-            "deadline_s": reader.number(
+            "deadline_s": reader.limit(
                 "FACESEARCH_GATEWAY_DEADLINE_SECONDS", cls.deadline_s, float
+            ),
+            "max_images_per_call": reader.limit(
+                "FACESEARCH_GATEWAY_MAX_IMAGES_PER_CALL", cls.max_images_per_call, int
             ),
         }
 

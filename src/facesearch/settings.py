@@ -104,8 +104,8 @@ class CoreSettings:
             det_max_side=reader.number("FACESEARCH_DET_MAX_SIDE", 640, int),
         )
         limits = ImageLimits(
-            max_bytes=reader.number("FACESEARCH_MAX_IMAGE_BYTES", ImageLimits.max_bytes, int),
-            max_pixels=reader.number("FACESEARCH_MAX_IMAGE_PIXELS", ImageLimits.max_pixels, int),
+            max_bytes=reader.limit("FACESEARCH_MAX_IMAGE_BYTES", ImageLimits.max_bytes, int),
+            max_pixels=reader.limit("FACESEARCH_MAX_IMAGE_PIXELS", ImageLimits.max_pixels, int),
         )
         return cls(
             home=Path(reader.text("FACESEARCH_HOME", str(DEFAULT_HOME))).expanduser(),
@@ -113,7 +113,7 @@ class CoreSettings:
             qdrant_dir=reader.path("QDRANT_PATH"),
             models=models,
             limits=limits,
-            max_faces_per_image=reader.number("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
+            max_faces_per_image=reader.limit("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
             quality=read_quality_gate(reader),
             video=VideoSettings.read(reader),
             uri_roots=tuple(
@@ -175,4 +175,12 @@ class EnvReader:
             raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
         if value < 0:
             raise ConfigError(f"{name}={raw!r} must not be negative")
+        return value
+
+    def limit(self, name: str, default: Any, kind: type) -> Any:
+        """A number that bounds what is accepted: 0 would refuse everything, so it must be
+        above 0."""
+        value = self.number(name, default, kind)
+        if value <= 0:
+            raise ConfigError(f"{name}={value:g} must be above 0")
         return value

@@ -51,7 +51,8 @@ def _locked(method: T) -> T:
         with self._lock:
             try:
                 return method(self, *args, **kwargs)
-            except (ResponseHandlingException, UnexpectedResponse) as exc:
+            except (ResponseHandlingException, UnexpectedResponse, sqlite3.Error, OSError) as exc:
+                # A server's failure, or local mode's storage failing (disk full, read-only).
                 raise StoreError(f"Qdrant at {self.location} failed: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]

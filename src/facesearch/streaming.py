@@ -18,6 +18,9 @@ the thin Kafka shell around either (it runs a ``Handler`` through ``batched``):
 - a ``TransientError`` fails the whole batch, which is retried with exponential backoff; when
   the retries run out each partition of the batch is paused, rewound to its first record in
   the batch and resumed ``pause_s`` later, so no record is ever skipped;
+- a broker that does not acknowledge (stopped, restarting) is waited for, up to the producer's
+  delivery timeout, with nothing committed meanwhile; after that the outputs count as lost
+  and ``run`` ends with a ``DeliveryError``;
 - any other exception ends ``run`` (the records not committed are delivered again).
 
 Delivery is at least once: handlers must be idempotent.
@@ -38,6 +41,7 @@ from kafka import (  # type: ignore[import-untyped]
 from kafka.errors import (  # type: ignore[import-untyped]
     CommitFailedError,
     KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
 )
 from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
@@ -64,6 +68,15 @@ BatchHandler = Callable[[list[Message]], list[Outcome]]
 DLQ_SUFFIX = ".dlq"
 RECORD_OVERHEAD_BYTES = 1024  # a record's framing and headers, within the producer's limit
 FLUSH_TIMEOUT_S = 30.0
+# How long the producer re-sends an output the broker does not acknowledge (its
+# delivery_timeout_ms); a worker waits that long for a broker that is down or restarting.
+DELIVERY_TIMEOUT_S = 120.0
+FLUSH_SLICE_S = 1.0  # how often a wait for acknowledgements looks at the stop flag
+# A member that dies without leaving (kill -9, a crashed node) holds its partitions until this
+# much time passed without its heartbeat: kafka-python's default of 45 s stalled a restarted
+# detector that long. Heartbeats come from a background thread, so a long batch does not
+# count against it (max_poll_interval_ms does).
+SESSION_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT_S = 10.0
 SLEEP_SLICE_S = 0.05  # how often a backoff looks at the stop flag
 # Images travel inline in the events, up to the core's 50 MiB limit plus the event around it.
@@ -146,6 +159,7 @@ class _RewindRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker._rewind(self.consumer, set(revoked))
         if not self.worker._stopping:  # a rebalance: another member now reports their lag
             self.worker._forget_lag(set(revoked))
+            self.worker._set_stalled(self.worker._stalled - set(revoked))  # and their stalls
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker._seek_rewound(self.consumer, set(assigned))
@@ -211,6 +225,11 @@ class StreamWorker:
         self._done: dict[Any, int] = {}  # partition -> next offset to commit
         self._paused: dict[Any, float] = {}  # partition -> monotonic time to resume it
         self._rewound: dict[Any, int] = {}  # partition -> first dropped offset, since a revoke
+        self._stalled: set[Any] = set()  # partitions paused and not yet through a batch since
+        # Told True when a partition stalls and none was, False when the last one recovers (the
+        # runtime reports it in health); called from run()'s thread.
+        self.on_stalled: Callable[[bool], None] | None = None
+        self.metrics.stalled_partitions.labels(input_topic).set(0)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish the batch in hand, flush, commit, close and return (the
@@ -231,6 +250,7 @@ class StreamWorker:
             # seen never to arrive (the poison-in-a-batch test stalled in the first run of 3 out
             # of 4 series); with full fetch requests, which cost a little bandwidth, it has not.
             enable_incremental_fetch_sessions=False,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
         )
         try:
             # Know the topic's partitions before joining the group: a member that joins first
@@ -242,6 +262,7 @@ class StreamWorker:
                 bootstrap_servers=self.bootstrap,
                 acks="all",
                 max_request_size=self.max_message_bytes,
+                delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
             )
         except BaseException:
             consumer.close(autocommit=False)
@@ -330,6 +351,7 @@ class StreamWorker:
                 if not self._stopping:
                     self._pause_batch(consumer, batch)
                 return
+            self._set_stalled(self._stalled - {partition_of(record) for record in batch})
             for record, outcome in zip(batch, outcomes, strict=True):
                 self._send(producer, record, outcome)  # a stream's work happens here
                 self._done[partition_of(record)] = record.offset + 1
@@ -427,8 +449,16 @@ class StreamWorker:
             consumer.seek(partition, offset)
             self._paused[partition] = time.monotonic() + self.pause_s
         self._drop(set(first))
+        self._set_stalled(self._stalled | set(first))
         self.pauses += len(first)
         self.metrics.pauses.labels(self.input_topic).inc(len(first))
+
+    def _set_stalled(self, stalled: set[Any]) -> None:
+        """Record which partitions are stalled; tell ``on_stalled`` when that starts or ends."""
+        before, self._stalled = bool(self._stalled), stalled
+        self.metrics.stalled_partitions.labels(self.input_topic).set(len(stalled))
+        if bool(stalled) != before and self.on_stalled is not None:
+            self.on_stalled(bool(stalled))
 
     def _resume_due(self, consumer: Any) -> None:
         now = time.monotonic()
@@ -441,11 +471,32 @@ class StreamWorker:
             log.info("resuming %s", ", ".join(str(p) for p in resumable))
             consumer.resume(*resumable)
 
+    def _flush(self, producer: Any) -> None:
+        """Wait for the broker to acknowledge every send. While it does not answer (stopped,
+        restarting) the producer keeps re-sending for ``DELIVERY_TIMEOUT_S``, and so this waits:
+        nothing could be consumed or committed meanwhile anyway, and giving up after
+        ``FLUSH_TIMEOUT_S``, as it did, ended the detector and embedder on a broker restart.
+        Once stopping it waits ``FLUSH_TIMEOUT_S`` at most, as it always did."""
+        begun = time.monotonic()
+        warned = begun
+        while True:
+            try:
+                producer.flush(timeout=FLUSH_SLICE_S)
+                return
+            except KafkaTimeoutError:
+                now = time.monotonic()
+                limit = FLUSH_TIMEOUT_S if self._stopping else DELIVERY_TIMEOUT_S + FLUSH_SLICE_S
+                if now - begun >= limit:
+                    raise
+                if now - warned >= FLUSH_TIMEOUT_S:
+                    warned = now
+                    log.warning("no acknowledgement from the broker for %.0f s", now - begun)
+
     def _commit(self, consumer: Any, producer: Any) -> None:
         """Wait for the broker to acknowledge every send, then commit the records done."""
         sent, self._sent = self._sent, []
         try:
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
+            self._flush(producer)
             for future in sent:
                 metadata = future.get(timeout=0)
                 if metadata.topic == self.output_topic:
@@ -459,7 +510,8 @@ class StreamWorker:
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in done.items()}
         try:
             consumer.commit(offsets)
-        except (CommitFailedError, RebalanceInProgressError) as exc:
+        except (CommitFailedError, RebalanceInProgressError, KafkaTimeoutError) as exc:
             # The group is rebalancing or has: the partitions' owner processes these records
-            # again (handlers are idempotent).
+            # again (handlers are idempotent). Or the broker went down after it acknowledged
+            # the outputs: the next commit covers these offsets too, as a restart would.
             log.warning("commit failed, records will be delivered again: %s", exc)

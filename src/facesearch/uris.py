@@ -6,8 +6,8 @@ a client cannot make a service read whatever it likes."""
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from facesearch.errors import BadUriError, ImageTooLargeError, NotFoundError
-from facesearch.images import ImageLimits
+from facesearch.errors import BadUriError, NotFoundError
+from facesearch.images import ImageLimits, check_size
 
 
 def resolve_uri(uri: str, roots: tuple[Path, ...]) -> Path:
@@ -27,12 +27,15 @@ def resolve_uri(uri: str, roots: tuple[Path, ...]) -> Path:
     path = Path(text)
     if not path.is_absolute():
         raise BadUriError(f"{uri}: the path must be absolute")
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        allowed = ", ".join(str(root) for root in roots)
-        raise BadUriError(f"{uri} is outside the folders the services may read ({allowed})")
-    if not resolved.is_file():
-        raise NotFoundError(f"{uri}: no such file")
+    try:  # a name too long for the OS, a loop of links...
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+            allowed = ", ".join(str(root) for root in roots)
+            raise BadUriError(f"{uri} is outside the folders the services may read ({allowed})")
+        if not resolved.is_file():
+            raise NotFoundError(f"{uri}: no such file")
+    except OSError as exc:
+        raise BadUriError(f"{uri}: not a path that can be read ({exc.strerror})") from exc
     return resolved
 
 
@@ -40,12 +43,7 @@ def read_uri(uri: str, roots: tuple[Path, ...], limits: ImageLimits) -> bytes:
     """The bytes of the file a URI names, within the image size limit."""
     path = resolve_uri(uri, roots)
     try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise ImageTooLargeError(
-                f"{uri}: {size} bytes exceeds the limit of {limits.max_bytes} bytes "
-                "(max_image_bytes)"
-            )
+        check_size(path.stat().st_size, limits, f"{uri}: ")
         return path.read_bytes()
     except OSError as exc:
         raise NotFoundError(f"{uri}: cannot be read ({exc.strerror})") from exc

@@ -307,14 +307,14 @@ def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start a service with an environment and wait until it is SERVING; every service
-    started is stopped at the end of the test."""
+    """Start a service with an environment and wait until it is SERVING (unless told not
+    to wait); every service started is stopped at the end of the test."""
     started: list[ServiceProcess] = []
 
-    def start(name: str, env: dict[str, str]) -> ServiceProcess:
+    def start(name: str, env: dict[str, str], wait: bool = True) -> ServiceProcess:
         service = ServiceProcess(name, env, tmp_path / f"{name}-{len(started)}.log")
         started.append(service.start())
-        return service.wait_serving()
+        return service.wait_serving() if wait else service
 
     yield start
     for service in reversed(started):

@@ -3,8 +3,10 @@ because pyproject puts tests/integration on pytest's pythonpath; the fixtures th
 are in conftest.py)."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from facesearch.health_probe import check
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 
 FLOW_S = 90.0  # for an image to go through the whole pipeline
@@ -22,3 +24,19 @@ def settled(stub: api_pb2_grpc.FaceSearchStub, image: str) -> api_pb2.GetImageRe
         if answer.status != api_pb2.IMAGE_STATUS_QUEUED or time.monotonic() > deadline:
             return answer
         time.sleep(0.2)
+
+
+def start_pipeline(
+    start_service: Callable[..., Any], env: dict[str, str], **gateway_env: str
+) -> dict[str, Any]:
+    """The search, embedder, detector and a gateway in front of them, by name (each a
+    conftest ``ServiceProcess``); ``gateway_env`` is added to the gateway's environment only."""
+    started = {name: start_service(name, env) for name in ("search", "embedder", "detector")}
+    addresses = {f"FACESEARCH_GATEWAY_{n.upper()}": s.target for n, s in started.items()}
+    started["gateway"] = start_service("gateway", {**env, **addresses, **gateway_env})
+    return started
+
+
+def serving(target: str) -> bool:
+    """Whether the process at ``target`` answers its health check with SERVING."""
+    return check(target) == "SERVING"

@@ -3,38 +3,15 @@ the good ones are indexed, nothing crashes."""
 
 import json
 import shutil
-import struct
 import subprocess
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bad_inputs import MINIMAL_PDF, png_claiming
 from PIL import Image
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-MINIMAL_PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
-    b"trailer<</Root 1 0 R>>\n%%EOF\n"
-)
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header says width x height, with a few bytes of data: nothing is allocated
-    unless a reader believes the header."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + png_chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ModelError, StoreError
 from facesearch.metrics import StreamMetrics
-from facesearch.streaming import Message, StreamWorker
+from facesearch.streaming import Message, StreamWorker, TransientError
 
 RECORD = SimpleNamespace(topic="in", partition=0, offset=7, key=b"k", value=b"v")
 
@@ -83,6 +83,7 @@ def test_every_metric_is_named_for_facesearch_and_explained() -> None:
         "facesearch_handler_retries",
         "facesearch_partition_pauses",
         "facesearch_consumer_lag",
+        "facesearch_stalled_partitions",
         "facesearch_batch_size",
         "facesearch_processing_seconds",
     }
@@ -131,6 +132,56 @@ def test_a_stream_of_outputs_is_sent_as_it_is_made_and_a_too_large_one_ends_it()
     ]
     assert dict(producer.sent[-1][1]["headers"])["reason"].startswith(b"too_large")
     assert (worker.dead_lettered, worker.consumed) == (1, 1)
+
+
+class PausingConsumer:
+    """Records the partitions a failing batch pauses (and where it seeks them back to)."""
+
+    def __init__(self) -> None:
+        self.paused: list[Any] = []
+
+    def pause(self, partition: Any) -> None:
+        self.paused.append(partition)
+
+    def seek(self, partition: Any, offset: int) -> None:
+        pass
+
+
+def test_a_partition_failing_on_a_dependency_is_stalled_until_a_batch_of_it_succeeds() -> None:
+    registry, producer, consumer = CollectorRegistry(), RecordingProducer(), PausingConsumer()
+    down = [True]
+
+    def handler(key: bytes | None, value: bytes) -> list[Message]:
+        if down[0]:
+            raise TransientError("Qdrant is down")
+        return [(key, value)]
+
+    worker = StreamWorker(
+        "127.0.0.1:1",
+        "in",
+        "group",
+        "out",
+        handler,
+        metrics=StreamMetrics(registry),
+        max_retries=1,
+        backoff_s=0.0,
+    )
+    told: list[bool] = []
+    worker.on_stalled = told.append
+
+    def stalled() -> float | None:
+        return registry.get_sample_value("facesearch_stalled_partitions", {"topic": "in"})
+
+    assert stalled() == 0
+
+    worker._process_batch(consumer, producer, [RECORD])
+    worker._process_batch(consumer, producer, [RECORD])  # still down: no news
+    assert (consumer.paused, told, stalled()) == ([TopicPartition("in", 0)] * 2, [True], 1)
+    assert producer.sent == []
+
+    down[0] = False
+    worker._process_batch(consumer, producer, [RECORD])
+    assert (told, stalled(), len(producer.sent)) == ([True, False], 0, 1)
 
 
 def test_the_lag_of_a_revoked_partition_is_no_longer_reported() -> None:

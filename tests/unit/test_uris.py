@@ -63,3 +63,8 @@ def test_a_file_over_the_size_limit_is_refused_unread(root: Path) -> None:
 def test_a_nul_byte_in_a_uri_is_a_bad_uri_not_a_crash(root: Path) -> None:
     with pytest.raises(BadUriError):
         resolve_uri(f"file://{root}/a%00b.jpg", (root,))
+
+
+def test_a_name_too_long_for_the_system_is_a_bad_uri_not_a_crash(root: Path) -> None:
+    with pytest.raises(BadUriError, match="File name too long"):
+        resolve_uri(str(root / ("a" * 300)), (root,))

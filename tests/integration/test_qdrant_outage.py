@@ -1,0 +1,145 @@
+"""Qdrant failing for a while: the search service's local index on a small disk that fills up.
+Every upsert then fails in SQLite ("database or disk is full"); the service retries with
+backoff, pauses the partition, says so in its ingest health and metrics, keeps answering
+queries, and once space is back catches up from where it stopped, skipping nothing."""
+
+import errno
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from test_services import assert_committed_to_the_end, embeddings_event
+
+from facesearch.broker import free_port
+from facesearch.health_probe import check
+from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
+from facesearch.service import INGEST_HEALTH
+
+STEP_S = 90.0  # for the service to notice the fault, or to catch up after it
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB filesystem of this test's own (a tmpfs), unmounted at the end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"a disk-full fault needs a tmpfs, and mount failed: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` with one file; returns it."""
+    filler = disk / "filler"
+    chunk = b"\0" * (1 << 20)
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    with filler.open("ab", buffering=0) as out:  # the last partial megabyte too
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def until(what: str, test: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + STEP_S
+    while not test():
+        assert time.monotonic() < deadline, f"not within {STEP_S:g} s: {what}"
+        time.sleep(0.3)
+
+
+def indexed(stub: Any, image: str) -> bool:
+    try:
+        stub.GetImage(api_pb2.GetImageRequest(image_id=image))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+        return False
+    return True
+
+
+def test_a_full_disk_stalls_ingest_visibly_and_it_catches_up_without_skipping(
+    kafka: Any,
+    service_env: dict[str, str],
+    start_service: Callable[..., Any],
+    small_disk: Path,
+    analyzed: Any,
+    face_models: Any,
+    metric: Callable[..., float],
+) -> None:
+    env = {**service_env, "QDRANT_PATH": str(small_disk / "qdrant")}
+    topic, model = env["FACESEARCH_TOPIC_EMBEDDINGS"], face_models.model_id
+    search = start_service("search", env)
+    port = search.metrics_port
+
+    def stalled() -> float:
+        return metric(port, "facesearch_stalled_partitions", topic=topic)
+
+    with grpc.insecure_channel(search.target) as channel:
+        stub = internal_pb2_grpc.SearchIndexStub(channel)
+        kafka.produce(topic, [embeddings_event("players", analyzed, model)])
+        until("players.jpg stored", lambda: indexed(stub, analyzed["players"][0].image_id))
+        assert check(search.target, INGEST_HEALTH) == "SERVING"
+        assert stalled() == 0
+
+        filler = fill(small_disk)
+        later = ("gdp", "t1", "yaoming")
+        kafka.produce(topic, [embeddings_event(name, analyzed, model) for name in later])
+        until("the ingest stalls", lambda: stalled() >= 1)
+        assert check(search.target, INGEST_HEALTH) == "NOT_SERVING"
+        assert check(search.target) == "SERVING"  # the process lives and answers queries
+        assert metric(port, "facesearch_handler_retries_total", topic=topic) >= 3
+        assert metric(port, "facesearch_partition_pauses_total", topic=topic) >= 1
+        assert not any(indexed(stub, analyzed[name][0].image_id) for name in later)
+        query = internal_pb2.SearchVectorsRequest(
+            vectors=[internal_pb2.Vector(values=analyzed["yaoming"][1][0].tolist())],
+            model=model,
+            top_k=1,
+            threshold=0.25,
+        )
+        (best,) = stub.SearchVectors(query).results[0].matches
+        assert best.image_id == analyzed["players"][0].image_id
+
+        filler.unlink()
+        until(
+            "the stalled records are stored",
+            lambda: all(indexed(stub, analyzed[name][0].image_id) for name in later),
+        )
+        until("the stall is over", lambda: stalled() == 0)
+        assert check(search.target, INGEST_HEALTH) == "SERVING"
+    assert metric(port, "facesearch_messages_dead_lettered_total", topic=topic, reason="store") == 0
+    assert metric(port, "facesearch_messages_consumed_total", topic=topic) == 1 + len(later)
+    assert search.stop() == 0
+    assert_committed_to_the_end(kafka, env["FACESEARCH_SEARCH_GROUP"], topic)
+
+
+def test_a_qdrant_server_that_refuses_connections_is_waited_for_not_serving(
+    service_env: dict[str, str], start_service: Callable[..., Any]
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    search = start_service("search", {**service_env, "QDRANT_URL": refused}, wait=False)
+    try:
+        until("a retry is logged", lambda: "trying again in" in search.log_text())
+        assert search.process is not None and search.process.poll() is None
+        assert check(search.target) == "NOT_SERVING"
+        assert refused in search.log_text()
+    finally:
+        assert search.stop(timeout=15) == 0  # a stop while waiting is prompt and clean

@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from test_services import assert_committed_to_the_end, embeddings_event
+from test_services import assert_committed_to_the_end, embeddings_event, nearest_to_yao
 
 from facesearch.broker import free_port
 from facesearch.health_probe import check
-from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
+from facesearch.proto.v1 import api_pb2, internal_pb2_grpc
 from facesearch.service import INGEST_HEALTH
 
 STEP_S = 90.0  # for the service to notice the fault, or to catch up after it
@@ -109,14 +109,7 @@ def test_a_full_disk_stalls_ingest_visibly_and_it_catches_up_without_skipping(
         assert metric(port, "facesearch_handler_retries_total", topic=topic) >= 3
         assert metric(port, "facesearch_partition_pauses_total", topic=topic) >= 1
         assert not any(indexed(stub, analyzed[name][0].image_id) for name in later)
-        query = internal_pb2.SearchVectorsRequest(
-            vectors=[internal_pb2.Vector(values=analyzed["yaoming"][1][0].tolist())],
-            model=model,
-            top_k=1,
-            threshold=0.25,
-        )
-        (best,) = stub.SearchVectors(query).results[0].matches
-        assert best.image_id == analyzed["players"][0].image_id
+        assert nearest_to_yao(stub, analyzed, model).image_id == analyzed["players"][0].image_id
 
         filler.unlink()
         until(

@@ -160,6 +160,18 @@ def wait_indexed(stub: Any, image: str, timeout: float = 60.0) -> api_pb2.GetIma
         time.sleep(0.2)
 
 
+def nearest_to_yao(stub: Any, analyzed: Analyzed, model: str) -> Any:
+    """The one stored face nearest yaoming.jpg's, through SearchVectors."""
+    query = internal_pb2.SearchVectorsRequest(
+        vectors=[internal_pb2.Vector(values=analyzed["yaoming"][1][0].tolist())],
+        model=model,
+        top_k=1,
+        threshold=0.25,
+    )
+    (best,) = stub.SearchVectors(query).results[0].matches
+    return best
+
+
 def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
     kafka: Any,
     service_env: dict[str, str],
@@ -179,14 +191,7 @@ def test_search_service_stores_searches_and_resumes_from_its_committed_offset(
         wait_indexed(stub, analyzed["gdp"][0].image_id)
         assert got.status == api_pb2.IMAGE_STATUS_INDEXED
         assert [f.face_index for f in got.faces] == list(range(len(players.faces)))
-        query = internal_pb2.SearchVectorsRequest(
-            vectors=[internal_pb2.Vector(values=analyzed["yaoming"][1][0].tolist())],
-            model=model,
-            top_k=1,
-            threshold=0.25,
-        )
-        (best,) = stub.SearchVectors(query).results[0].matches
-        assert best.image_id == players.image_id
+        assert nearest_to_yao(stub, analyzed, model).image_id == players.image_id
         with pytest.raises(grpc.RpcError) as refused:
             stub.SearchVectors(internal_pb2.SearchVectorsRequest(model="another-model"))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

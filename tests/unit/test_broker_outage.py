@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from gateway_fakes import fake_backends, gateway_servicer
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from PIL import Image
 from prometheus_client import CollectorRegistry
@@ -17,18 +18,10 @@ from prometheus_client import CollectorRegistry
 from facesearch import streaming
 from facesearch.metrics import StreamMetrics
 from facesearch.proto.v1 import api_pb2
-from facesearch.service_settings import GatewaySettings
 from facesearch.streaming import StreamWorker
-from facesearch_services.gateway.failures import RecentIds
-from facesearch_services.gateway.servicer import Backends, GatewayServicer
+from facesearch_services.gateway.servicer import GatewayServicer
 
-GATEWAY = {
-    "FACESEARCH_KAFKA_BOOTSTRAP": "kafka:9092",
-    "FACESEARCH_GATEWAY_DETECTOR": "detector:50052",
-    "FACESEARCH_GATEWAY_EMBEDDER": "embedder:50053",
-    "FACESEARCH_GATEWAY_SEARCH": "search:50054",
-    "FACESEARCH_GATEWAY_DEADLINE_SECONDS": "0.01",
-}
+DEADLINE = {"FACESEARCH_GATEWAY_DEADLINE_SECONDS": "0.01"}
 
 
 class SlowBroker:
@@ -105,20 +98,7 @@ class Producer:
 
 
 def gateway(producer: Producer) -> GatewayServicer:
-    servicer = GatewayServicer(GatewaySettings.from_env(GATEWAY), {1e-3: 0.5})
-    servicer.backends.set(
-        Backends(
-            producer=producer,
-            detector=None,  # type: ignore[arg-type]
-            embedder=None,  # type: ignore[arg-type]
-            search=None,  # type: ignore[arg-type]
-            failures=RecentIds(10),
-            queued=RecentIds(10),
-            record_queued=lambda outcome: None,
-            record_matches=lambda count: None,
-        )
-    )
-    return servicer
+    return gateway_servicer(fake_backends(producer=producer), DEADLINE)
 
 
 def request() -> api_pb2.IndexRequest:

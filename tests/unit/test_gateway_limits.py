@@ -8,21 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
+from gateway_fakes import GATEWAY, fake_backends, gateway_servicer
 from PIL import Image
 
 from facesearch.errors import ConfigError, DeadlineError, ImageTooLargeError
 from facesearch.proto.v1 import api_pb2
 from facesearch.rpc import error_from_details, message_options, status_of
 from facesearch.service_settings import SERVICES, GatewaySettings
-from facesearch_services.gateway.failures import RecentIds
-from facesearch_services.gateway.servicer import Backends, GatewayServicer
-
-GATEWAY = {
-    "FACESEARCH_KAFKA_BOOTSTRAP": "kafka:9092",
-    "FACESEARCH_GATEWAY_DETECTOR": "detector:50052",
-    "FACESEARCH_GATEWAY_EMBEDDER": "embedder:50053",
-    "FACESEARCH_GATEWAY_SEARCH": "search:50054",
-}
+from facesearch_services.gateway.servicer import GatewayServicer
 
 
 def png_1x1() -> bytes:
@@ -81,22 +74,11 @@ class Stub:
 
 
 def servicer(env: dict[str, str]) -> tuple[GatewayServicer, Producer, Stub, list[str]]:
-    settings = GatewaySettings.from_env({**GATEWAY, **env})
-    gateway = GatewayServicer(settings, {1e-3: 0.5})
     producer, stub, outcomes = Producer(), Stub(), []
-    gateway.backends.set(
-        Backends(
-            producer=producer,
-            detector=stub,  # type: ignore[arg-type]
-            embedder=stub,  # type: ignore[arg-type]
-            search=stub,  # type: ignore[arg-type]
-            failures=RecentIds(10),
-            queued=RecentIds(10),
-            record_queued=outcomes.append,
-            record_matches=lambda count: None,
-        )
+    backends = fake_backends(
+        producer=producer, detector=stub, embedder=stub, search=stub, record_queued=outcomes.append
     )
-    return gateway, producer, stub, outcomes
+    return gateway_servicer(backends, env), producer, stub, outcomes
 
 
 def aborted(call: Any, *args: Any) -> tuple[grpc.StatusCode, str]:

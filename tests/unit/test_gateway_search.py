@@ -7,23 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gateway_fakes import GATEWAY, fake_backends, gateway_servicer
 
 from facesearch import api_codec
 from facesearch.calibration import decide
 from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2, events_pb2, internal_pb2
 from facesearch.records import Match, Rejection
-from facesearch.service_settings import GatewaySettings
 from facesearch_services.gateway import main as gateway_main
-from facesearch_services.gateway.failures import RecentIds
-from facesearch_services.gateway.servicer import Backends, GatewayServicer
+from facesearch_services.gateway.servicer import Backends
 
-GATEWAY = {
-    "FACESEARCH_KAFKA_BOOTSTRAP": "kafka:9092",
-    "FACESEARCH_GATEWAY_DETECTOR": "detector:50052",
-    "FACESEARCH_GATEWAY_EMBEDDER": "embedder:50053",
-    "FACESEARCH_GATEWAY_SEARCH": "search:50054",
-}
 POINTS = {1e-2: 0.25, 1e-3: 0.5, 1e-4: 0.75}  # not the built-in calibration's
 TOO_SMALL = Rejection("too_small", 9.5, 12.0)
 
@@ -65,21 +58,11 @@ def backends(results: list[list[Match]], rejections: list[Rejection | None]) -> 
         def __init__(self, response: Any) -> None:
             self.Detect = self.Embed = self.SearchVectors = lambda request, timeout: response
 
-    return Backends(
-        producer=None,
-        detector=Stub(detected),
-        embedder=Stub(embedded),
-        search=Stub(found),
-        failures=RecentIds(10),
-        queued=RecentIds(10),
-        record_queued=lambda outcome: None,
-        record_matches=lambda count: None,
-    )
+    return fake_backends(detector=Stub(detected), embedder=Stub(embedded), search=Stub(found))
 
 
 def search(results: list[list[Match]], rejections: list[Rejection | None]) -> Any:
-    servicer = GatewayServicer(GatewaySettings.from_env(GATEWAY), POINTS)
-    servicer.backends.set(backends(results, rejections))
+    servicer = gateway_servicer(backends(results, rejections), points=POINTS)
     request = api_pb2.SearchRequest(image=b"query", top_k=5)
     return servicer.Search(request, Context())
 

@@ -101,6 +101,18 @@ def test_production_replicates_kafka_and_qdrant(rendered: dict[str, Manifests]) 
     assert m.of_kind("ServiceMonitor") and m.of_kind("PodMonitor")
 
 
+def test_the_prometheus_rule_is_the_alert_rules_file(rendered: dict[str, Manifests]) -> None:
+    """deploy/prometheus/rules/ is the one source (promtool checks and tests it); the
+    PrometheusRule is made from it by scripts/gen-prometheusrule and must not fall behind."""
+    source = ROOT / "deploy" / "prometheus" / "rules" / "facesearch.yml"
+    rule = rendered["production"].get("PrometheusRule", "facesearch")
+    assert rule is not None, "the monitoring component has no PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load(source.read_text())["groups"], (
+        f"deploy/k8s/components/monitoring/prometheusrule.yaml differs from {source}: "
+        "run scripts/gen-prometheusrule"
+    )
+
+
 def test_gpu_overlay_runs_the_embedder_on_cuda(rendered: dict[str, Manifests]) -> None:
     m = rendered["gpu"]
     for name in NAMES:

@@ -70,9 +70,10 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def lag(admin: KafkaAdminClient, bootstrap: str, group: str, total: int) -> int:
-    committed = admin.list_consumer_group_offsets(group)
-    done: int = sum(o.offset for tp, o in committed.items() if tp.topic == FACES)
+def lag(watcher: KafkaConsumer, total: int) -> int:
+    """Events not yet committed by the group ``watcher`` reads the offsets of."""
+    parts = [TopicPartition(FACES, p) for p in watcher.partitions_for_topic(FACES) or ()]
+    done: int = sum(watcher.committed(p) or 0 for p in parts)
     return total - done
 
 
@@ -98,7 +99,8 @@ def drain(
     env = {**env, "FACESEARCH_EMBEDDER_GROUP": group}
     before = end_offsets(bootstrap, EMBEDDINGS)
     started = [start_embedder(env, core, home / f"{group}-{core}.log") for core in range(replicas)]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    # Reads the group's committed offsets; never joins it.
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + 300
         while not all(check(target) == "SERVING" for _, target in started):
@@ -107,14 +109,14 @@ def drain(
             time.sleep(0.2)
         start = time.perf_counter()
         samples = []
-        while (left := lag(admin, bootstrap, group, total)) > 0:
+        while (left := lag(watcher, total)) > 0:
             samples.append(left)
             if time.perf_counter() - start > 3600:
                 raise SystemExit(f"{group}: {left} events still not embedded after an hour")
             time.sleep(1.0)
         seconds = time.perf_counter() - start
     finally:
-        admin.close()
+        watcher.close(autocommit=False)
         for process, _ in started:
             process.terminate()
         for process, _ in started:

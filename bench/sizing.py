@@ -12,7 +12,9 @@ import math
 
 # --- measured on the development machine (2 cores, CPU only, buffalo_s), docs/operations.md ---
 FACES_PER_IMAGE = 1.2  # LFW: one face per photo, sometimes more
-EMBED_MS_PER_CALL = 11.3  # Embed, server-side mean, one query's faces (~1.2), unbatched
+# One embedder process on one core (one model thread) draining a backlog in micro-batches:
+# 1,416 faces in 19.7 s (bench/backpressure.py); a second process on the other core gave 1.77x.
+EMBED_FACES_PER_S_PER_CORE = 71.9
 DETECT_MS_PER_LFW_IMAGE = 4.0  # Detect, server-side mean, 250x250 JPEG
 
 # --- assumptions ---
@@ -37,7 +39,7 @@ GIB = 1024**3
 
 def replica_rates() -> tuple[float, float]:
     """Faces per second of one embedder replica and images per second of one detector replica."""
-    embedder = 1000 / EMBED_MS_PER_CALL * FACES_PER_IMAGE * HEADROOM
+    embedder = EMBED_FACES_PER_S_PER_CORE * REPLICA_CPUS * HEADROOM
     detector = 1000 / (DETECT_MS_PER_LFW_IMAGE * REAL_PHOTO_COST) * HEADROOM
     return embedder, detector
 

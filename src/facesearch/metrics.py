@@ -54,6 +54,14 @@ class StreamMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.consumer_restarts = Counter(
+            "facesearch_consumer_restarts_total",
+            "Consumers replaced by a new one because records waited in their partitions that "
+            "their fetches did not bring (a client fault; nothing is lost: the new one starts "
+            "from the committed offsets).",
+            ["topic"],
+            registry=registry,
+        )
         self.stalled_partitions = Gauge(
             "facesearch_stalled_partitions",
             "Partitions whose records keep failing with a transient error (a dependency such as "

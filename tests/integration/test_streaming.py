@@ -372,3 +372,36 @@ def test_a_50_mib_message_travels_through_the_worker(kafka: Any, topics: tuple[s
         [out] = kafka.read(topics[1], 1, timeout=BIG_READ_S)
     assert out.value == b"out:" + image
     assert (w.consumed, w.produced, w.dead_lettered) == (1, 1, 0)
+
+
+def test_a_consumer_whose_fetches_bring_nothing_is_replaced_and_nothing_is_lost(
+    kafka: Any, topics: tuple[str, str]
+) -> None:
+    """kafka-python 3.0.12 was seen to stop delivering a partition's records to a consumer;
+    simulated here: the first consumer's polls hand nothing over (and keep its position), so
+    records wait past its position until the worker replaces it."""
+    sent = numbered(0, 6, keys=1)
+    kafka.produce(topics[0], sent)
+    w = worker(kafka, topics, transform, stuck_s=1.0)
+    made: list[Any] = []
+    new_consumer = w._consumer
+
+    def consumer() -> Any:
+        made.append(created := new_consumer())
+        if len(made) == 1:
+            poll = created.poll
+
+            def deaf(*args: Any, **kwargs: Any) -> dict[Any, list[Any]]:
+                for partition, records in poll(*args, **kwargs).items():
+                    created.seek(partition, records[0].offset)  # as if never fetched
+                return {}
+
+            created.poll = deaf
+        return created
+
+    w._consumer = consumer  # type: ignore[method-assign]
+    with running(w):
+        out = kafka.read(topics[1], len(sent))
+    assert sorted(r.value for r in out) == sorted(b"out:" + v for _, v in sent)
+    assert (len(made), w.restarts, w.consumed) == (2, 1, len(sent))
+    assert kafka.committed(w.group_id, topics[0]) == kafka.end_offsets(topics[0])

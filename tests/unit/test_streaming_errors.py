@@ -2,6 +2,7 @@
 record of it (no broker needed: the producer is a stand-in that records sends; the loop itself
 is tested on a real broker in tests/integration/test_streaming.py)."""
 
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +25,9 @@ class RecordingProducer:
     def send(self, topic: str, **kwargs: Any) -> object:
         self.sent.append((topic, kwargs))
         return object()
+
+    def flush(self, timeout: float) -> None:
+        pass
 
 
 class UntouchedConsumer:
@@ -84,6 +88,7 @@ def test_every_metric_is_named_for_facesearch_and_explained() -> None:
         "facesearch_partition_pauses",
         "facesearch_consumer_lag",
         "facesearch_stalled_partitions",
+        "facesearch_consumer_restarts",
         "facesearch_batch_size",
         "facesearch_processing_seconds",
     }
@@ -182,6 +187,56 @@ def test_a_partition_failing_on_a_dependency_is_stalled_until_a_batch_of_it_succ
     down[0] = False
     worker._process_batch(consumer, producer, [RECORD])
     assert (told, stalled(), len(producer.sent)) == ([True, False], 0, 1)
+
+
+class IdleConsumer:
+    """A consumer whose polls bring nothing while its partition's end lies at ``end``."""
+
+    def __init__(self, position: int, end: int, worker: StreamWorker, polls: int = 1000) -> None:
+        self.tp, self.at, self.end = TopicPartition("in", 0), position, end
+        self.worker, self.polls = worker, polls
+
+    def assignment(self) -> set[Any]:
+        return {self.tp}
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.polls -= 1
+        if self.polls <= 0:
+            self.worker.stop()
+        time.sleep(0.01)
+        return {}
+
+    def highwater(self, tp: Any) -> int:
+        return self.end
+
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
+        return self.at
+
+    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return {tp: self.end for tp in partitions}
+
+
+@pytest.mark.parametrize(("position", "stuck"), [(8, True), (11, False)])
+def test_a_consumer_that_fetches_nothing_while_records_wait_is_replaced(
+    position: int, stuck: bool
+) -> None:
+    registry = CollectorRegistry()
+    worker = StreamWorker(
+        "127.0.0.1:1",
+        "in",
+        "group",
+        "out",
+        lambda k, v: [],
+        metrics=StreamMetrics(registry),
+        stuck_s=0.05,
+    )
+    consumer = IdleConsumer(position, 11, worker, polls=50)
+
+    assert worker._loop(consumer, RecordingProducer()) is stuck
+
+    restarts = registry.get_sample_value("facesearch_consumer_restarts_total", {"topic": "in"})
+    assert (worker.restarts, restarts or 0.0) == (int(stuck), float(stuck))
+    assert consumer.polls > 0 if stuck else consumer.polls <= 0  # stopped, not replaced
 
 
 def test_the_lag_of_a_revoked_partition_is_no_longer_reported() -> None:

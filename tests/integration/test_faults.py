@@ -553,8 +553,11 @@ def test_rolling_sigterm_restart_under_load_drains_commits_and_loses_nothing(
 
 
 def test_the_index_on_disk_holds_every_face_once(faults: FaultStack) -> None:
+    # This test checks on disk what the fault tests above it in this module sent through the
+    # one stack they share; selected alone (pytest -k), there is nothing to check, and sending
+    # images here would only check a stream without any fault.
     if not faults.sent:
-        pytest.skip("no fault test ran before this one")
+        pytest.skip("checks the images the fault tests of this module sent; none ran before it")
     faults.stack.down()  # the search service holds the local Qdrant's lock
     model_id, dim = recognizer_identity(faults.settings.models)
     store = QdrantFaceStore.open(model_id, dim, faults.stack.qdrant_path)

@@ -3,11 +3,11 @@ can fail at once with a clear status, and the input's id (sha256 of its bytes)."
 
 from pathlib import Path
 
-from facesearch.errors import BadImageError, ImageTooLargeError, NotFoundError
+from facesearch.errors import ImageTooLargeError, NotFoundError
 from facesearch.ids import image_id
 from facesearch.images import check_image
 from facesearch.settings import CoreSettings
-from facesearch.uris import read_uri, resolve_uri
+from facesearch.uris import read_resolved, resolve_uri
 from facesearch.video import (
     HEAD_BYTES,
     check_video_bytes,
@@ -21,9 +21,7 @@ from facesearch.video import (
 def inline_id(data: bytes, settings: CoreSettings, max_bytes: int) -> str:
     """The id of an image or video sent as bytes, at most ``max_bytes`` of them (what a Kafka
     message carries); an image's header is checked against the limits, a video's container is
-    opened by the detector."""
-    if not data:
-        raise BadImageError("empty file")
+    opened by the detector; an empty one is refused by ``check_image``."""
     if len(data) > max_bytes:
         raise ImageTooLargeError(
             f"{len(data)} bytes exceeds the limit of {max_bytes} bytes that "
@@ -43,10 +41,8 @@ def uri_id(uri: str, settings: CoreSettings) -> str:
     if looks_like_video(_head(path, uri)):
         check_video_size(path, settings.video)
         return file_sha256(path)
-    data = read_uri(uri, settings.uri_roots, settings.limits)
-    if not data:
-        raise BadImageError("empty file")
-    check_image(data, settings.limits)
+    data = read_resolved(path, uri, settings.limits)
+    check_image(data, settings.limits)  # an empty file is refused here too
     return image_id(data)
 
 

@@ -41,7 +41,11 @@ def resolve_uri(uri: str, roots: tuple[Path, ...]) -> Path:
 
 def read_uri(uri: str, roots: tuple[Path, ...], limits: ImageLimits) -> bytes:
     """The bytes of the file a URI names, within the image size limit."""
-    path = resolve_uri(uri, roots)
+    return read_resolved(resolve_uri(uri, roots), uri, limits)
+
+
+def read_resolved(path: Path, uri: str, limits: ImageLimits) -> bytes:
+    """The bytes of ``path``, which ``uri`` was resolved to, within the image size limit."""
     try:
         check_size(path.stat().st_size, limits, f"{uri}: ")
         return path.read_bytes()

@@ -32,15 +32,15 @@ from kafka.admin import NewTopic  # type: ignore[import-untyped]
 from kafka.structs import TopicPartition  # type: ignore[import-untyped]
 
 from common import DEFAULT_DATA, lfw_images
-from facesearch import codec
-from facesearch.broker import Broker, free_port
-from facesearch.handlers import detector_handler
-from facesearch.health_probe import check
+from facesearch.codec import events as event_codec
+from facesearch.devstack.broker import Broker, free_port
 from facesearch.ids import image_id
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import api_pb2, events_pb2
+from facesearch.rpc.health import check
 from facesearch.settings import CoreSettings
-from facesearch.streaming import dlq_topic
+from facesearch.stream.handlers import detector_handler
+from facesearch.stream.worker import dlq_topic
 
 FACES, EMBEDDINGS = "bench.faces", "bench.embeddings"
 Message = tuple[bytes | None, bytes]
@@ -55,7 +55,7 @@ def faces_events(paths: list[Path], settings: CoreSettings) -> tuple[list[Messag
         data = path.read_bytes()
         meta = api_pb2.ImageMeta(source_uri=str(path), path=str(path))
         event = events_pb2.ImageEvent(image_id=image_id(data), data=data, meta=meta)
-        event.submitted_at.CopyFrom(codec.now())
+        event.submitted_at.CopyFrom(event_codec.now())
         events.extend(detect(None, event.SerializeToString()))
     faces = sum(len(events_pb2.FacesEvent.FromString(v).faces) for _, v in events)
     return events, faces

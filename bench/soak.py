@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from common import DEFAULT_DATA, lfw_images
-from facesearch.broker import free_port
-from facesearch.client import GatewayClient, IndexItem
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import SERVICES, Stack
 from facesearch.errors import FaceSearchError
 from facesearch.metrics import scrape
 from facesearch.records import Filters
-from facesearch.stack import SERVICES, Stack
+from facesearch.rpc.client import GatewayClient, IndexItem
 from stack import BATCH, stack_env
 
 TOPICS = {

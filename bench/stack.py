@@ -26,15 +26,15 @@ import numpy as np
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 
 from common import DEFAULT_DATA, lfw_images
-from facesearch import codec
-from facesearch.broker import free_port
-from facesearch.client import GatewayClient, IndexItem
+from facesearch.codec import events as event_codec
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import SERVICES, Stack
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.records import Filters
+from facesearch.rpc.client import GatewayClient, IndexItem
 from facesearch.settings import CoreSettings
-from facesearch.stack import SERVICES, Stack
 from throughput import run_pipeline
 
 BATCH = 32
@@ -97,7 +97,11 @@ def fill_gallery(bootstrap: str, client: GatewayClient, model: str, target: int)
         vectors = rng.standard_normal((FACES_PER_EVENT, 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         event = events_pb2.EmbeddingsEvent(
-            image_id=f"{n:064x}", model=model, width=1000, height=1000, submitted_at=codec.now()
+            image_id=f"{n:064x}",
+            model=model,
+            width=1000,
+            height=1000,
+            submitted_at=event_codec.now(),
         )
         event.meta.CopyFrom(api_pb2.ImageMeta(source_uri=f"synthetic:{n}", collection="bench"))
         for i, vector in enumerate(vectors):

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from common import DEFAULT_DATA
-from facesearch.broker import free_port
-from facesearch.client import GatewayClient, IndexItem
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import Stack
 from facesearch.records import Filters
-from facesearch.stack import Stack
+from facesearch.rpc.client import GatewayClient, IndexItem
 from facesearch.video import format_ms
 from stack import stack_env
 from video import QUERIES, VIDEOS

@@ -1,12 +1,12 @@
 """The detector service: facesearch.images.v1 -> facesearch.faces.v1, and Detect on gRPC.
 Wiring only."""
 
-from facesearch.handlers import detector_handler
 from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import internal_pb2_grpc
-from facesearch.service import ServiceRuntime, run_service, stream_worker
-from facesearch.service_settings import DetectorSettings
+from facesearch.rpc.settings import DetectorSettings
+from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
+from facesearch.stream.handlers import detector_handler
 
 from .servicer import SERVICE_NAME, DetectorServicer
 

@@ -1,12 +1,12 @@
 """The embedder service: facesearch.faces.v1 -> facesearch.embeddings.v1 in micro-batches
 across messages, and Embed on gRPC. Wiring only."""
 
-from facesearch.handlers import embedder_batch_handler
 from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import internal_pb2_grpc
-from facesearch.service import ServiceRuntime, run_service, stream_worker
-from facesearch.service_settings import EmbedderSettings
+from facesearch.rpc.settings import EmbedderSettings
+from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
+from facesearch.stream.handlers import embedder_batch_handler
 
 from .servicer import SERVICE_NAME, EmbedderServicer
 

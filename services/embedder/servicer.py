@@ -1,15 +1,15 @@
 """The embedder's gRPC servicer: Embed, for the gateway's queries (the ingest path runs the
-same model through ``facesearch.handlers.embedder_batch_handler``)."""
+same model through ``facesearch.stream.handlers.embedder_batch_handler``)."""
 
 import grpc
 import numpy as np
 
-from facesearch.codec import CROP_BYTES
+from facesearch.codec.events import CROP_BYTES
 from facesearch.errors import BadMessageError
 from facesearch.faces import ALIGNED_SIZE
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import internal_pb2, internal_pb2_grpc
-from facesearch.rpc import Pending, translate_errors
+from facesearch.rpc.edge import Pending, translate_errors
 
 SERVICE_NAME = "facesearch.v1.Embedder"
 

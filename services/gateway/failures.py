@@ -67,7 +67,7 @@ class DeadLetterWatcher:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
-            enable_incremental_fetch_sessions=False,  # see streaming.StreamWorker.run
+            enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
         )
         try:
             partitions = self._partitions(consumer)

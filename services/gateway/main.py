@@ -11,10 +11,10 @@ from facesearch.calibration import active_points
 from facesearch.metrics import StreamMetrics, WorkMetrics
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
-from facesearch.rpc import message_options
-from facesearch.service import ServiceRuntime, run_service
-from facesearch.service_settings import GatewaySettings
-from facesearch.streaming import CLOSE_TIMEOUT_S, dlq_topic
+from facesearch.rpc.edge import message_options
+from facesearch.rpc.settings import GatewaySettings
+from facesearch.runtime.service import ServiceRuntime, run_service
+from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
 
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, Backends, GatewayServicer

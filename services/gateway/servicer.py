@@ -11,9 +11,10 @@ import grpc
 import numpy as np
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from facesearch import api_codec, codec
 from facesearch.calibration import LFW_THRESHOLD, decide
-from facesearch.codec import box_from_proto
+from facesearch.codec import api as api_codec
+from facesearch.codec import events as event_codec
+from facesearch.codec.events import box_from_proto
 from facesearch.errors import (
     BadMessageError,
     DeadlineError,
@@ -21,18 +22,18 @@ from facesearch.errors import (
     ImageTooLargeError,
     NoFaceError,
     NotFoundError,
+    TransientError,
 )
 from facesearch.identities import by_person
 from facesearch.images import check_size
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
 from facesearch.proto.v1 import internal_pb2_grpc as internal
-from facesearch.rpc import Pending, error_from_rpc, translate_errors
+from facesearch.rpc.edge import Pending, error_from_rpc, translate_errors
+from facesearch.rpc.settings import GatewaySettings
 from facesearch.searching import QueryFace
-from facesearch.service_settings import GatewaySettings
-from facesearch.streaming import TransientError
-from facesearch.submissions import inline_id, uri_id
 
 from .failures import RecentIds
+from .submissions import inline_id, uri_id
 
 SERVICE_NAME = "facesearch.v1.FaceSearch"
 MAX_TOP_K = 1000
@@ -114,7 +115,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
             label=request.label,
             collection=request.collection or "default",
         )
-        event = events_pb2.ImageEvent(image_id=key, meta=meta, submitted_at=codec.now())
+        event = events_pb2.ImageEvent(image_id=key, meta=meta, submitted_at=event_codec.now())
         if by_uri:
             event.uri = request.uri
         else:

@@ -4,14 +4,14 @@ SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only
 import logging
 
 from facesearch.errors import StoreError
-from facesearch.handlers import store_handler
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
 from facesearch.proto.v1 import internal_pb2_grpc
-from facesearch.service import ServiceRuntime, run_service, stream_worker
-from facesearch.service_settings import SearchSettings
+from facesearch.rpc.settings import SearchSettings
+from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
+from facesearch.stream.handlers import store_handler
 
 from .servicer import SERVICE_NAME, SearchServicer
 

@@ -1,14 +1,14 @@
 """The search service's gRPC servicer: the only reader of Qdrant (its ingest path, the only
-writer, is ``facesearch.handlers.store_handler``)."""
+writer, is ``facesearch.stream.handlers.store_handler``)."""
 
 import grpc
 import numpy as np
 
-from facesearch import api_codec
+from facesearch.codec import api as api_codec
 from facesearch.errors import ConfigError, NotFoundError
 from facesearch.metrics import WorkMetrics
 from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
-from facesearch.rpc import Pending, translate_errors
+from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.store import QdrantFaceStore
 
 SERVICE_NAME = "facesearch.v1.SearchIndex"

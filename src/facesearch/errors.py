@@ -1,7 +1,9 @@
-"""The one exception family of facesearch.
+"""The one exception family of facesearch, for every layer.
 
 Third-party errors are translated where they enter (``raise ... from exc``); the CLI prints the
-message of a ``FaceSearchError`` as one line, and the gRPC services will map ``code`` to a status.
+message of a ``FaceSearchError`` as one line, the gRPC edge maps ``code`` to a status
+(``rpc.edge``), and the Kafka loop dead-letters a record whose handler raised one, except
+``TransientError`` (retried) and the faults of the service itself.
 """
 
 
@@ -77,3 +79,16 @@ class DeadlineError(FaceSearchError):
     setting (or says the caller's own deadline ran out)."""
 
     code = "deadline"
+
+
+class TransientError(FaceSearchError):
+    """A temporary fault (a dependency down, a timeout): the same call or message may succeed
+    later. The Kafka loop retries it and then pauses; the gRPC edge answers UNAVAILABLE."""
+
+    code = "transient"
+
+
+class DeliveryError(FaceSearchError):
+    """The broker did not acknowledge a produced message; nothing after it was committed."""
+
+    code = "delivery"

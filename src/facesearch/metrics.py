@@ -15,7 +15,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class StreamMetrics:
-    """A Kafka consume-process-produce loop (``streaming.StreamWorker``), by topic."""
+    """A Kafka consume-process-produce loop (``worker.StreamWorker``), by topic."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.consumed = Counter(

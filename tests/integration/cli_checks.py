@@ -3,7 +3,11 @@
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+FACESEARCH = Path(sys.executable).parent / "facesearch"  # the console script of this venv
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

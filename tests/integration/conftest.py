@@ -21,20 +21,20 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from cli_checks import FACESEARCH
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from PIL import Image
 
-from facesearch.broker import Broker, free_port, jars_ready
-from facesearch.cli import demo_photos
+from facesearch.cli.main import demo_photos
+from facesearch.devstack.broker import Broker, free_port, jars_ready
+from facesearch.devstack.stack import SERVICES
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.settings import CoreSettings
-from facesearch.stack import SERVICES
 
-FACESEARCH = Path(sys.executable).parent / "facesearch"
 CLI_TIMEOUT_S = 180
 STACK_UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
 
@@ -164,7 +164,7 @@ class KafkaTool:
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             max_partition_fetch_bytes=64 * 1024 * 1024,
-            enable_incremental_fetch_sessions=False,  # see streaming.StreamWorker.run
+            enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
         )
         try:
             found = consumer.partitions_for_topic(topic) or set()
@@ -250,7 +250,7 @@ class ServiceProcess:
         return self
 
     def wait_serving(self) -> "ServiceProcess":
-        from facesearch.health_probe import check
+        from facesearch.rpc.health import check
 
         deadline = time.monotonic() + self.READY_S
         while time.monotonic() < deadline:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from facesearch.health_probe import check
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.rpc.health import check
 
 FLOW_S = 90.0  # for an image to go through the whole pipeline
 

@@ -17,7 +17,7 @@ from gateway_checks import index, serving, settled, start_pipeline
 
 from facesearch.ids import image_id
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-from facesearch.streaming import dlq_topic
+from facesearch.stream.worker import dlq_topic
 
 # Small limits, so that inputs beyond them are cheap to make: the image limit for every
 # service, the message limits for the gateway only.

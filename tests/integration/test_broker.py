@@ -1,20 +1,20 @@
 """The real Apache Kafka broker of facesearch.broker (jars fetched by scripts/setup): kafka-python
 produces and consumes through it, it stops cleanly, a taken port fails fast with the reason from
-its log, and ``python -m facesearch.broker`` starts, reports and stops one."""
+its log, and ``facesearch broker`` starts, reports and stops one."""
 
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_checks import FACESEARCH
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from facesearch.broker import Broker, BrokerError, free_port, jars_ready
+from facesearch.devstack.broker import Broker, BrokerError, free_port, jars_ready
 
 POLL_DEADLINE_S = 30.0
 
@@ -150,7 +150,7 @@ def test_a_taken_port_fails_quickly_quoting_the_log(broker: Broker, tmp_path: Pa
 
 def broker_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "facesearch.broker", *(str(a) for a in args)],
+        [str(FACESEARCH), "broker", *(str(a) for a in args)],
         capture_output=True,
         text=True,
         timeout=90,

@@ -5,14 +5,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_checks import FACESEARCH
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-FACESEARCH = Path(sys.executable).parent / "facesearch"
 PEOPLE, PHOTOS, SINGLES = 10, 3, 5
 
 

@@ -26,17 +26,18 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
-from facesearch.broker import free_port, jars_ready
-from facesearch.client import GatewayClient, IndexItem
+from facesearch.devstack.broker import free_port, jars_ready
+from facesearch.devstack.stack import KAFKA, SERVICES, Stack
+from facesearch.errors import TransientError
 from facesearch.ids import image_id
 from facesearch.models import FaceModels, recognizer_identity
 from facesearch.pipeline import analyze, apply_gate
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-from facesearch.service_settings import SERVICES as SETTINGS_OF
+from facesearch.rpc.client import GatewayClient, IndexItem
+from facesearch.rpc.settings import SERVICES as SETTINGS_OF
 from facesearch.settings import CoreSettings
-from facesearch.stack import KAFKA, SERVICES, Stack
 from facesearch.store import QdrantFaceStore
-from facesearch.streaming import TransientError, dlq_topic
+from facesearch.stream.worker import dlq_topic
 
 STREAM = 500  # images per fault, as the issue asks
 UP_S = 600.0  # the broker, then four services loading their models, on two cores
@@ -475,7 +476,7 @@ def per_image(
         bootstrap_servers=fault.bootstrap,
         enable_auto_commit=False,
         max_partition_fetch_bytes=64 * 1024 * 1024,
-        enable_incremental_fetch_sessions=False,  # see streaming.StreamWorker.run
+        enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
     )
     try:
         parts = [TopicPartition(topic, p) for p in sorted(start)]

@@ -17,8 +17,8 @@ from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image, ImageFilter
 
-from facesearch import api_codec
 from facesearch.calibration import active_points, decide
+from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.ids import image_id
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from facesearch import codec
+from facesearch.codec import events as event_codec
 from facesearch.errors import BadImageError, BadMessageError, BadUriError
-from facesearch.handlers import detector_handler, embedder_batch_handler, store_handler
 from facesearch.ids import image_id
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.metrics import WorkMetrics
@@ -24,6 +23,7 @@ from facesearch.records import Filters, ImageMeta
 from facesearch.searching import search_image
 from facesearch.settings import CoreSettings, QualityGate
 from facesearch.store import QdrantFaceStore
+from facesearch.stream.handlers import detector_handler, embedder_batch_handler, store_handler
 
 YAO_BOX = (720.0, 142.0, 764.0, 192.0)
 
@@ -37,9 +37,9 @@ def store(tmp_path: Path, face_models: FaceModels) -> Iterator[QdrantFaceStore]:
 
 def image_event(path: Path) -> bytes:
     data = path.read_bytes()
-    meta = codec.meta_to_proto(ImageMeta(str(path.resolve()), str(path.resolve())))
+    meta = event_codec.meta_to_proto(ImageMeta(str(path.resolve()), str(path.resolve())))
     event = events_pb2.ImageEvent(image_id=image_id(data), data=data, meta=meta)
-    event.submitted_at.CopyFrom(codec.now())
+    event.submitted_at.CopyFrom(event_codec.now())
     return event.SerializeToString()
 
 
@@ -120,8 +120,8 @@ def test_the_search_service_refuses_vectors_of_another_model(
 
 
 def faces_event(image: AnalyzedImage) -> bytes:
-    meta = codec.meta_to_proto(ImageMeta(image.image_id, image.image_id))
-    return codec.faces_event(image, meta, "detector", codec.now()).SerializeToString()
+    meta = event_codec.meta_to_proto(ImageMeta(image.image_id, image.image_id))
+    return event_codec.faces_event(image, meta, "detector", event_codec.now()).SerializeToString()
 
 
 def short_crop(event: bytes) -> bytes:

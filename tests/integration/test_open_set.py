@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from facesearch import output
+from facesearch.cli import output
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Match

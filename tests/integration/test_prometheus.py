@@ -31,9 +31,9 @@ import yaml
 from deploy_queries import PROMETHEUS, Query, all_queries, expansions, metric_names, selectors
 from kafka import KafkaProducer
 
-from facesearch.broker import free_port
-from facesearch.service_settings import KafkaSettings
-from facesearch.stack import SERVICES
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import SERVICES
+from facesearch.rpc.settings import KafkaSettings
 
 SCRAPE = "1s"
 INTERVAL = "2m"  # Grafana's $__rate_interval: the whole test fits in it

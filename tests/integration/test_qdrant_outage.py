@@ -14,10 +14,10 @@ import grpc
 import pytest
 from test_services import assert_committed_to_the_end, embeddings_event, nearest_to_yao
 
-from facesearch.broker import free_port
-from facesearch.health_probe import check
+from facesearch.devstack.broker import free_port
 from facesearch.proto.v1 import api_pb2, internal_pb2_grpc
-from facesearch.service import INGEST_HEALTH
+from facesearch.rpc.health import check
+from facesearch.runtime.service import INGEST_HEALTH
 
 STEP_S = 90.0  # for the service to notice the fault, or to catch up after it
 

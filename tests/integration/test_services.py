@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from facesearch import codec
+from facesearch.codec import events as event_codec
 from facesearch.ids import image_id
 from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import api_pb2, events_pb2, internal_pb2, internal_pb2_grpc
@@ -26,20 +26,20 @@ def image_event(path: Path) -> tuple[bytes, bytes]:
     data = path.read_bytes()
     meta = api_pb2.ImageMeta(source_uri=str(path), path=str(path), collection="default")
     event = events_pb2.ImageEvent(
-        image_id=image_id(data), data=data, meta=meta, submitted_at=codec.now()
+        image_id=image_id(data), data=data, meta=meta, submitted_at=event_codec.now()
     )
     return event.image_id.encode(), event.SerializeToString()
 
 
 def faces_event(name: str, analyzed: Analyzed) -> tuple[bytes, bytes]:
     meta = api_pb2.ImageMeta(source_uri=name, path=name, collection="default")
-    event = codec.faces_event(analyzed[name][0], meta, DETECTOR_ID, codec.now())
+    event = event_codec.faces_event(analyzed[name][0], meta, DETECTOR_ID, event_codec.now())
     return event.image_id.encode(), event.SerializeToString()
 
 
 def embeddings_event(name: str, analyzed: Analyzed, model: str) -> tuple[bytes, bytes]:
     faces = events_pb2.FacesEvent.FromString(faces_event(name, analyzed)[1])
-    event = codec.embeddings_event(faces, analyzed[name][1], model)
+    event = event_codec.embeddings_event(faces, analyzed[name][1], model)
     return event.image_id.encode(), event.SerializeToString()
 
 
@@ -64,7 +64,7 @@ def test_detector_service_finds_faces_dead_letters_garbage_and_answers_detect(
     out = [events_pb2.FacesEvent.FromString(r.value) for r in kafka.read(faces, 2)]
     found = {e.image_id: len(e.faces) for e in out}
     assert found == {analyzed[n][0].image_id: len(analyzed[n][0].faces) for n in ("players", "t1")}
-    assert all(len(f.crop) == codec.CROP_BYTES for e in out for f in e.faces)
+    assert all(len(f.crop) == event_codec.CROP_BYTES for e in out for f in e.faces)
     (dead,) = kafka.read(images + ".dlq", 1)
     headers = dict(dead.headers)
     assert dead.key == b"junk"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facesearch.stack import KAFKA, SERVICES
+from facesearch.devstack.stack import KAFKA, SERVICES
 
 UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -108,7 +108,7 @@ def test_up_index_search_status_down(
         status = run(stack_env, "stack", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         probe = subprocess.run(
-            [sys.executable, "-m", "facesearch.health_probe", gateway["address"]],
+            [sys.executable, "-m", "facesearch.rpc.health", gateway["address"]],
             capture_output=True,
             text=True,
             timeout=30,

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from facesearch.errors import BadImageError
 from facesearch.metrics import StreamMetrics
-from facesearch.streaming import (
+from facesearch.stream.worker import (
     BatchHandler,
     Message,
     Outcome,

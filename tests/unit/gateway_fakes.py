@@ -4,7 +4,7 @@ because pyproject puts tests/unit on pytest's pythonpath)."""
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from facesearch.service_settings import GatewaySettings
+from facesearch.rpc.settings import GatewaySettings
 from facesearch_services.gateway.failures import RecentIds
 from facesearch_services.gateway.servicer import Backends, GatewayServicer
 

@@ -21,8 +21,8 @@ from k8s_manifests import (
 )
 
 from facesearch.errors import ConfigError
-from facesearch.service_settings import SERVICES
-from facesearch.streaming import dlq_topic
+from facesearch.rpc.settings import SERVICES
+from facesearch.stream.worker import dlq_topic
 
 NAMES = sorted(SERVICES)
 INPUT = {"detector": "images_topic", "embedder": "faces_topic", "search": "embeddings_topic"}

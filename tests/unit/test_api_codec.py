@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from facesearch import api_codec
 from facesearch.calibration import OPERATING_POINTS
+from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2
 from facesearch.records import ImageMeta, ImageRecord, Match, Rejection, UnindexedFace

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from facesearch.errors import BadImageError, FaceSearchError, StoreError
 from facesearch.metrics import StreamMetrics
-from facesearch.streaming import (
+from facesearch.stream.worker import (
     BatchHandler,
     Message,
     Outcome,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from facesearch import broker as broker_module
-from facesearch.broker import KAFKA_VERSION, Broker, BrokerError, ensure_jars, jars_dir
+from facesearch.devstack import broker as broker_module
+from facesearch.devstack.broker import KAFKA_VERSION, Broker, BrokerError, ensure_jars, jars_dir
 from facesearch.errors import ConfigError
 
 
@@ -151,7 +151,7 @@ def test_a_failed_fetch_says_what_to_do_and_leaves_no_marker(
     monkeypatch.setenv("FAKE_MVN_FAIL", "1")
     with pytest.raises(BrokerError, match="Maven Central") as caught:
         ensure_jars()
-    assert "python -m facesearch.broker fetch" in str(caught.value)
+    assert "facesearch broker fetch" in str(caught.value)
     assert "Could not resolve dependencies" in str(caught.value)
     assert not (jars_dir() / ".complete").exists()
 

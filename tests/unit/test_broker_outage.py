@@ -15,10 +15,10 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from facesearch import streaming
 from facesearch.metrics import StreamMetrics
 from facesearch.proto.v1 import api_pb2
-from facesearch.streaming import StreamWorker
+from facesearch.stream import worker as streaming
+from facesearch.stream.worker import StreamWorker
 from facesearch_services.gateway.servicer import GatewayServicer
 
 DEADLINE = {"FACESEARCH_GATEWAY_DEADLINE_SECONDS": "0.01"}

@@ -16,15 +16,16 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
-from facesearch import api_codec, codec
-from facesearch.cli import cli
-from facesearch.client import GatewayClient, GatewayIndexer, IndexItem, refusal
+from facesearch.cli.main import cli
+from facesearch.codec import api as api_codec
+from facesearch.codec import events as event_codec
 from facesearch.errors import (
     BadImageError,
     FaceSearchError,
     ImageTooLargeError,
     NoFaceError,
     NotFoundError,
+    TransientError,
 )
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
@@ -38,8 +39,8 @@ from facesearch.records import (
     StoreStats,
     UnindexedFace,
 )
-from facesearch.rpc import MESSAGE_OPTIONS, translate_errors
-from facesearch.streaming import TransientError
+from facesearch.rpc.client import GatewayClient, GatewayIndexer, IndexItem, refusal
+from facesearch.rpc.edge import MESSAGE_OPTIONS, translate_errors
 
 DEAD = "127.0.0.1:1"  # nothing listens on port 1
 MODEL = "fake-model"
@@ -124,7 +125,7 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
             status=api_pb2.IMAGE_STATUS_INDEXED,
             image=api_codec.image_to_proto(self.record(request.image_id, image)),
             faces=[
-                api_pb2.Face(face_index=i, box=codec.box_to_proto(box(i)), det_score=0.9)
+                api_pb2.Face(face_index=i, box=event_codec.box_to_proto(box(i)), det_score=0.9)
                 for i in range(image.faces)
             ],
         )
@@ -149,7 +150,7 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         ]
         face = api_pb2.QueryFace(
             index=0,
-            box=codec.box_to_proto(box(0)),
+            box=event_codec.box_to_proto(box(0)),
             det_score=0.875,
             quality=0.5,
             matches=[api_codec.match_to_proto(replace(m, decision=self.decision)) for m in matches],
@@ -181,7 +182,7 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
             for i in range(a)
             for j in range(b)
         ]
-        face = [api_pb2.Face(face_index=i, box=codec.box_to_proto(box(i))) for i in range(9)]
+        face = [api_pb2.Face(face_index=i, box=event_codec.box_to_proto(box(i))) for i in range(9)]
         return api_pb2.CompareResponse(
             faces_a=face[:a], faces_b=face[:b], pairs=pairs, threshold=0.253, model=MODEL
         )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facesearch import codec
+from facesearch.codec import events as event_codec
 from facesearch.errors import BadMessageError
 from facesearch.faces import DetectedFace
 from facesearch.pipeline import AnalyzedImage
@@ -30,11 +30,11 @@ def analyzed(faces: int = 2) -> AnalyzedImage:
 
 
 def test_a_faces_event_carries_the_crops_and_landmarks_exactly() -> None:
-    meta = codec.meta_to_proto(ImageMeta("https://x/y.jpg", "/tmp/y.jpg", "alice", "news"))
-    sent = codec.faces_event(analyzed(), meta, "scrfd-1", codec.now())
+    meta = event_codec.meta_to_proto(ImageMeta("https://x/y.jpg", "/tmp/y.jpg", "alice", "news"))
+    sent = event_codec.faces_event(analyzed(), meta, "scrfd-1", event_codec.now())
 
-    event = codec.parse(events_pb2.FacesEvent, sent.SerializeToString())
-    back = codec.analyzed_from_event(event)
+    event = event_codec.parse(events_pb2.FacesEvent, sent.SerializeToString())
+    back = event_codec.analyzed_from_event(event)
 
     original = analyzed()
     assert (back.image_id, back.width, back.height) == (IMAGE_ID, 640, 480)
@@ -43,17 +43,19 @@ def test_a_faces_event_carries_the_crops_and_landmarks_exactly() -> None:
         assert mine.box == pytest.approx(theirs.box)
         assert np.array_equal(mine.crop, theirs.crop)
         assert mine.landmarks == pytest.approx(theirs.landmarks)
-    assert codec.meta_from_proto(event.meta) == ImageMeta(
+    assert event_codec.meta_from_proto(event.meta) == ImageMeta(
         "https://x/y.jpg", "/tmp/y.jpg", "alice", "news"
     )
 
 
 def test_embeddings_become_the_records_the_store_writes() -> None:
-    faces = codec.faces_event(analyzed(), api_pb2.ImageMeta(path="/a.jpg"), "d", codec.now())
+    faces = event_codec.faces_event(
+        analyzed(), api_pb2.ImageMeta(path="/a.jpg"), "d", event_codec.now()
+    )
     vectors = np.eye(2, 512, dtype=np.float32)
 
-    event = codec.embeddings_event(faces, vectors, "w600k_mbf-1")
-    image, records = codec.records_from_embeddings(event, 512)
+    event = event_codec.embeddings_event(faces, vectors, "w600k_mbf-1")
+    image, records = event_codec.records_from_embeddings(event, 512)
 
     assert (image.image_id, image.faces, image.model) == (IMAGE_ID, 2, "w600k_mbf-1")
     assert image.meta == ImageMeta("", "/a.jpg", "", "default")
@@ -65,25 +67,27 @@ def test_embeddings_become_the_records_the_store_writes() -> None:
 @pytest.mark.parametrize("data", [b"\xff\x00garbage", b"\x0a\x05hello\x99"])
 def test_garbage_is_a_bad_message(data: bytes) -> None:
     with pytest.raises(BadMessageError):
-        codec.parse(events_pb2.FacesEvent, data)
+        event_codec.parse(events_pb2.FacesEvent, data)
 
 
 def test_an_event_without_an_image_id_is_a_bad_message() -> None:
     with pytest.raises(BadMessageError, match="without an image_id"):
-        codec.parse(events_pb2.ImageEvent, events_pb2.ImageEvent(data=b"x").SerializeToString())
+        event_codec.parse(
+            events_pb2.ImageEvent, events_pb2.ImageEvent(data=b"x").SerializeToString()
+        )
 
 
 def test_a_truncated_crop_is_a_bad_message() -> None:
-    event = codec.faces_event(analyzed(1), api_pb2.ImageMeta(), "d", codec.now())
+    event = event_codec.faces_event(analyzed(1), api_pb2.ImageMeta(), "d", event_codec.now())
     event.faces[0].crop = event.faces[0].crop[:100]
 
     with pytest.raises(BadMessageError, match="crop"):
-        codec.analyzed_from_event(event)
+        event_codec.analyzed_from_event(event)
 
 
 def test_vectors_of_the_wrong_size_are_a_bad_message() -> None:
-    faces = codec.faces_event(analyzed(1), api_pb2.ImageMeta(), "d", codec.now())
-    event = codec.embeddings_event(faces, np.ones((1, 128), dtype=np.float32), "m")
+    faces = event_codec.faces_event(analyzed(1), api_pb2.ImageMeta(), "d", event_codec.now())
+    event = event_codec.embeddings_event(faces, np.ones((1, 128), dtype=np.float32), "m")
 
     with pytest.raises(BadMessageError, match="512"):
-        codec.records_from_embeddings(event, 512)
+        event_codec.records_from_embeddings(event, 512)

@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile and the Prometheus and Grafana files agree with the code.
 
 No Docker engine is needed: the files are parsed and checked against the services' settings
-classes (``facesearch.service_settings``), ``pyproject.toml``'s console scripts and the metric
+classes (``facesearch.rpc.settings``), ``pyproject.toml``'s console scripts and the metric
 names of ``facesearch.metrics``. Each check is a function returning its problems, so a mutated
 copy of a file can show that the check would catch the mistake.
 """
@@ -20,11 +20,11 @@ import yaml
 from deploy_queries import dashboard_files, dashboard_queries, panels, unknown_metric_problems
 
 from facesearch.errors import ConfigError
-from facesearch.service_settings import SERVICES
+from facesearch.rpc.settings import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
-PROBE = ["CMD", "python", "-m", "facesearch.health_probe"]
+PROBE = ["CMD", "python", "-m", "facesearch.rpc.health"]
 NAMES = sorted(SERVICES)
 Compose = dict[str, Any]
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from facesearch.errors import ConfigError, DeadlineError, ImageTooLargeError
 from facesearch.proto.v1 import api_pb2
-from facesearch.rpc import error_from_details, message_options, status_of
-from facesearch.service_settings import SERVICES, GatewaySettings
+from facesearch.rpc.edge import error_from_details, message_options, status_of
+from facesearch.rpc.settings import SERVICES, GatewaySettings
 from facesearch_services.gateway.servicer import GatewayServicer
 
 

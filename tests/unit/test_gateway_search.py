@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from gateway_fakes import GATEWAY, fake_backends, gateway_servicer
 
-from facesearch import api_codec
 from facesearch.calibration import decide
+from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2, events_pb2, internal_pb2
 from facesearch.records import Match, Rejection

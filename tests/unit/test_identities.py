@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from facesearch import output
-from facesearch.cli import show_found
-from facesearch.client import Found
+from facesearch.cli import output
+from facesearch.cli.main import show_found
 from facesearch.faces import Rejection
 from facesearch.identities import assign_labels, by_person, label_by_name, people_of
 from facesearch.indexing import InputFile
 from facesearch.records import Match
+from facesearch.rpc.client import Found
 from facesearch.searching import QueryFace
 
 

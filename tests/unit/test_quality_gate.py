@@ -4,7 +4,7 @@ proxy from 5 landmarks, its settings, and how the summary reports unindexed face
 import numpy as np
 import pytest
 
-from facesearch import output
+from facesearch.cli import output
 from facesearch.errors import ConfigError
 from facesearch.faces import (
     ARCFACE_LANDMARKS,

@@ -12,12 +12,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from facesearch.broker import free_port
-from facesearch.health_probe import check
+from facesearch.devstack.broker import free_port
 from facesearch.proto.v1 import internal_pb2, internal_pb2_grpc
-from facesearch.rpc import Pending, translate_errors
-from facesearch.service import ServiceRuntime
-from facesearch.service_settings import ServerSettings
+from facesearch.rpc.edge import Pending, translate_errors
+from facesearch.rpc.health import check
+from facesearch.rpc.settings import ServerSettings
+from facesearch.runtime.service import ServiceRuntime
 
 SERVICE = "facesearch.v1.Embedder"
 

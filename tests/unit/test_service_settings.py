@@ -4,7 +4,7 @@ required broker and gateway addresses refused by name, and the list of names eac
 import pytest
 
 from facesearch.errors import ConfigError
-from facesearch.service_settings import (
+from facesearch.rpc.settings import (
     SERVICES,
     DetectorSettings,
     EmbedderSettings,

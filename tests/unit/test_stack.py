@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facesearch.broker import free_port
-from facesearch.cli import cli
-from facesearch.health_probe import UNREACHABLE, check
-from facesearch.health_probe import main as probe_main
-from facesearch.service_settings import (
+from facesearch.cli.main import cli
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import KAFKA, SERVICES, STOPPED, Progress, Stack, StackError
+from facesearch.rpc.health import UNREACHABLE, check
+from facesearch.rpc.health import main as probe_main
+from facesearch.rpc.settings import (
     DetectorSettings,
     EmbedderSettings,
     GatewaySettings,
     SearchSettings,
 )
-from facesearch.stack import KAFKA, SERVICES, STOPPED, Progress, Stack, StackError
 
 STANDIN = '''
 """A stand-in service: NOT_SERVING for a moment, then SERVING until SIGTERM."""

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from facesearch import codec
-from facesearch.errors import StoreError
+from facesearch.codec import events as event_codec
+from facesearch.errors import StoreError, TransientError
 from facesearch.faces import DetectedFace
-from facesearch.handlers import store_handler
 from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.store import QdrantFaceStore
-from facesearch.streaming import TransientError
+from facesearch.stream.handlers import store_handler
 
 MODEL, DIM = "test-model", 8
 
@@ -24,10 +23,12 @@ def embeddings() -> bytes:
     face = DetectedFace(
         0, (1.0, 2.0, 3.0, 4.0), 0.9, np.zeros((5, 2)), np.zeros((112, 112, 3), np.uint8), 0.5
     )
-    faces = codec.faces_event(
-        AnalyzedImage("cd" * 32, 10, 10, [face]), api_pb2.ImageMeta(), "d", codec.now()
+    faces = event_codec.faces_event(
+        AnalyzedImage("cd" * 32, 10, 10, [face]), api_pb2.ImageMeta(), "d", event_codec.now()
     )
-    return codec.embeddings_event(faces, np.ones((1, DIM), np.float32), MODEL).SerializeToString()
+    return event_codec.embeddings_event(
+        faces, np.ones((1, DIM), np.float32), MODEL
+    ).SerializeToString()
 
 
 def refusing(store: QdrantFaceStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,8 +41,8 @@ def refusing(store: QdrantFaceStore, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failing_qdrant_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = QdrantFaceStore.open(MODEL, DIM, tmp_path / "qdrant")
     refusing(store, monkeypatch)
-    image, faces = codec.records_from_embeddings(
-        codec.parse(events_pb2.EmbeddingsEvent, embeddings()), DIM
+    image, faces = event_codec.records_from_embeddings(
+        event_codec.parse(events_pb2.EmbeddingsEvent, embeddings()), DIM
     )
 
     with pytest.raises(StoreError, match="connection refused"):

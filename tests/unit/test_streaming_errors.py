@@ -11,9 +11,16 @@ import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from facesearch.errors import BadImageError, ConfigError, FaceSearchError, ModelError, StoreError
+from facesearch.errors import (
+    BadImageError,
+    ConfigError,
+    FaceSearchError,
+    ModelError,
+    StoreError,
+    TransientError,
+)
 from facesearch.metrics import StreamMetrics
-from facesearch.streaming import Message, StreamWorker, TransientError
+from facesearch.stream.worker import Message, StreamWorker
 
 RECORD = SimpleNamespace(topic="in", partition=0, offset=7, key=b"k", value=b"v")
 

@@ -11,8 +11,8 @@ from typing import NamedTuple, Self, TypeVar
 
 import grpc
 
-from facesearch import api_codec, rpc
-from facesearch.codec import box_from_proto
+from facesearch.codec import api as api_codec
+from facesearch.codec.events import box_from_proto
 from facesearch.errors import (
     FaceSearchError,
     ImageTooLargeError,
@@ -22,6 +22,7 @@ from facesearch.ids import image_id as compute_image_id
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
+from facesearch.rpc import edge as rpc
 from facesearch.searching import QueryFace
 
 T = TypeVar("T")

@@ -8,8 +8,8 @@ import click
 import cv2
 import numpy as np
 
-from facesearch import output
-from facesearch.cli_common import json_option
+from facesearch.cli import output
+from facesearch.cli.common import json_option
 from facesearch.errors import FaceSearchError
 from facesearch.records import Box
 from facesearch.video import parse_time, read_frame_at

@@ -9,9 +9,8 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from facesearch import errors
-from facesearch.errors import FaceSearchError
+from facesearch.errors import FaceSearchError, TransientError
 from facesearch.metrics import RpcMetrics
-from facesearch.streaming import TransientError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

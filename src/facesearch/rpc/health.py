@@ -1,7 +1,7 @@
 """Ask a gRPC server how it is, with grpc.health.v1: what ``facesearch stack`` waits on and what
 the docker-compose healthchecks run.
 
-    python -m facesearch.health_probe HOST:PORT [SERVICE] [--timeout SECONDS]
+    python -m facesearch.rpc.health HOST:PORT [SERVICE] [--timeout SECONDS]
 
 prints the status (SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN or UNREACHABLE) and exits 0
 only when it is SERVING.
@@ -37,7 +37,7 @@ def check(target: str, service: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m facesearch.health_probe",
+        prog="python -m facesearch.rpc.health",
         description="Check a gRPC server with grpc.health.v1; exit 0 only when it is SERVING.",
     )
     parser.add_argument("target", help="HOST:PORT of the gRPC server")

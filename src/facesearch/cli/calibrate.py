@@ -9,7 +9,6 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from facesearch import output
 from facesearch.calibration import (
     CALIBRATION_VARIABLE,
     FMRS,
@@ -19,7 +18,8 @@ from facesearch.calibration import (
     operating_points,
     write_points,
 )
-from facesearch.cli_common import json_option
+from facesearch.cli import output
+from facesearch.cli.common import json_option
 from facesearch.errors import ConfigError
 from facesearch.evaluation import LabelledScores, folder_scores, pairs_file_scores
 from facesearch.models import FaceModels

@@ -6,7 +6,7 @@ controller in one JVM) on 127.0.0.1, its jars fetched once from Maven Central.
 keeps everything else in its data folder: ``server.properties``, ``log4j2.xml``, the broker's
 output in ``broker.log``, its pid in ``broker.pid`` and the partitions in ``kraft/``.
 
-    python -m facesearch.broker start|stop|status|fetch --help
+    facesearch broker start|stop|status|fetch --help
 """
 
 import base64
@@ -24,14 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.errors import ConfigError, FaceSearchError
-from facesearch.processes import file_lock, process_args, wait_gone
 
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.3.1"
 HOST = "127.0.0.1"
-POM = Path(__file__).resolve().parents[2] / "tools" / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parents[3] / "tools" / "kafka" / "pom.xml"
 MARKER = ".complete"  # written last into libs/; holds the sha256 of the pom it came from
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -136,7 +136,7 @@ def _fetch(libs: Path) -> None:
     if done.returncode != 0 or not (partial / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
         raise BrokerError(
             f"fetching the Kafka jars with Maven failed (status {done.returncode}); check the "
-            f"network access to Maven Central, then run: python -m facesearch.broker fetch\n"
+            f"network access to Maven Central, then run: facesearch broker fetch\n"
             + _tail(done.stdout + done.stderr)
         )
     shutil.rmtree(libs, ignore_errors=True)
@@ -264,7 +264,7 @@ class Broker:
         if pid is not None:
             raise BrokerError(
                 f"a broker already runs from {self.data_dir} (pid {pid}); stop it first: "
-                f"python -m facesearch.broker stop --data-dir {self.data_dir}"
+                f"facesearch broker stop --data-dir {self.data_dir}"
             )
         libs = ensure_jars()
         self.write_config()
@@ -408,9 +408,3 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-if __name__ == "__main__":
-    from facesearch.broker_cli import main
-
-    main()

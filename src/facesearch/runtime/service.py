@@ -26,9 +26,9 @@ from prometheus_client import start_http_server
 
 from facesearch.errors import ConfigError
 from facesearch.metrics import RpcMetrics, StreamMetrics
-from facesearch.rpc import MetricsInterceptor, message_options
-from facesearch.service_settings import KafkaSettings, ServerSettings
-from facesearch.streaming import StreamWorker
+from facesearch.rpc.edge import MetricsInterceptor, message_options
+from facesearch.rpc.settings import KafkaSettings, ServerSettings
+from facesearch.stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
-from facesearch import __version__, identities, output
+from facesearch import __version__, identities
 from facesearch.calibration import LFW_THRESHOLD
-from facesearch.cli_calibrate import calibrate
-from facesearch.cli_common import (
+from facesearch.cli import output
+from facesearch.cli.broker import broker
+from facesearch.cli.calibrate import calibrate
+from facesearch.cli.common import (
     EXIT_PARTIAL,
     backend,
     data_dir_option,
@@ -20,14 +22,14 @@ from facesearch.cli_common import (
     run_index,
     wait_timeout_option,
 )
-from facesearch.cli_group import ReportingGroup
-from facesearch.cli_stack import stack
-from facesearch.cli_tools import compare, demo, demo_photos, eval_group
-from facesearch.cli_video import show_frame
-from facesearch.client import Found
+from facesearch.cli.group import ReportingGroup
+from facesearch.cli.stack import stack
+from facesearch.cli.tools import compare, demo, demo_photos, eval_group
+from facesearch.cli.video import show_frame
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id
 from facesearch.records import Filters, Selector
+from facesearch.rpc.client import Found
 from facesearch.settings import CoreSettings
 
 __all__ = ["cli", "demo_photos", "main"]
@@ -285,7 +287,7 @@ def stats(
         output.print_stats(result)
 
 
-for command in (compare, demo, eval_group, stack):
+for command in (broker, compare, demo, eval_group, stack):
     cli.add_command(command)
 cli.add_command(show_frame)
 cli.add_command(calibrate)

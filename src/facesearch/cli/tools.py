@@ -14,9 +14,9 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from facesearch import output
 from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD, similarity_to_distance
-from facesearch.cli_common import (
+from facesearch.cli import output
+from facesearch.cli.common import (
     EXIT_PARTIAL,
     backend,
     check_gateway,
@@ -25,17 +25,16 @@ from facesearch.cli_common import (
     json_option,
     run_index,
 )
-from facesearch.client import GatewayClient
 from facesearch.compare import result_lines
-from facesearch.errors import FaceSearchError, NoFaceError
+from facesearch.errors import FaceSearchError, NoFaceError, TransientError
 from facesearch.evaluation import FAR, LfwReport, evaluate_lfw
 from facesearch.indexing import collect_inputs
 from facesearch.lfw import Pair, best_threshold, kfold_accuracy, read_pairs, tar_at_far
 from facesearch.models import FaceModels, bundled_model_dir
 from facesearch.records import Filters, Match
+from facesearch.rpc.client import GatewayClient
 from facesearch.searching import query_faces
 from facesearch.settings import CoreSettings
-from facesearch.streaming import TransientError
 
 H = TypeVar("H")
 COMPARE_THREADS = 4  # Compare calls in flight at once through a gateway

@@ -5,9 +5,9 @@ clients (facesearch.client), one function per message, so every side converts al
 from collections.abc import Mapping
 from dataclasses import asdict
 
-from facesearch import codec
 from facesearch.calibration import MATCH_FMR, POSSIBLE_FMR
-from facesearch.codec import box_from_proto, box_to_proto, meta_from_proto, meta_to_proto
+from facesearch.codec import events as event_codec
+from facesearch.codec.events import box_from_proto, box_to_proto, meta_from_proto, meta_to_proto
 from facesearch.errors import BadMessageError
 from facesearch.identities import FacePeople, Person
 from facesearch.proto.v1 import api_pb2
@@ -72,7 +72,7 @@ def match_to_proto(match: Match) -> api_pb2.Match:
 
 def warning_to_proto(rejection: Rejection | None) -> api_pb2.Rejection | None:
     """A query face's warning; None leaves the field unset."""
-    return None if rejection is None else codec.rejection_to_proto(rejection)
+    return None if rejection is None else event_codec.rejection_to_proto(rejection)
 
 
 def person_to_proto(person: Person) -> api_pb2.Person:
@@ -130,7 +130,7 @@ def image_to_proto(image: ImageRecord) -> api_pb2.ImageRecord:
         kind=image.kind,
         duration_ms=image.duration_ms,
         tracks=image.tracks,
-        unindexed=[codec.unindexed_to_proto(face) for face in image.unindexed],
+        unindexed=[event_codec.unindexed_to_proto(face) for face in image.unindexed],
     )
 
 
@@ -185,7 +185,7 @@ def match_from_proto(match: api_pb2.Match) -> Match:
 
 def warning_from_proto(rejection: api_pb2.Rejection) -> Rejection | None:
     """None for an unset field: every rejection has a reason."""
-    return codec.rejection_from_proto(rejection) if rejection.reason else None
+    return event_codec.rejection_from_proto(rejection) if rejection.reason else None
 
 
 def person_from_proto(person: api_pb2.Person) -> Person:
@@ -230,7 +230,7 @@ def image_record_from_proto(record: api_pb2.ImageRecord) -> ImageRecord:
         record.kind or "image",
         record.duration_ms,
         record.tracks,
-        tuple(codec.unindexed_from_proto(face) for face in record.unindexed),
+        tuple(event_codec.unindexed_from_proto(face) for face in record.unindexed),
     )
 
 

@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import click
 
-from facesearch import output
-from facesearch.cli_common import json_option
+from facesearch.cli import output
+from facesearch.cli.common import json_option
+from facesearch.devstack.stack import KAFKA, READY_TIMEOUT_S, ComponentStatus, Stack
 from facesearch.errors import FaceSearchError
-from facesearch.health_probe import SERVING
+from facesearch.rpc.health import SERVING
 from facesearch.settings import CoreSettings
-from facesearch.stack import KAFKA, READY_TIMEOUT_S, ComponentStatus, Stack
 
 EXIT_NOT_RUNNING = 3  # status: some component does not run or serve (as an LSB init script)
 F = TypeVar("F", bound=Callable[..., Any])

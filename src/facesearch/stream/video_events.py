@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from facesearch import codec
+from facesearch.codec import events as event_codec
 from facesearch.errors import BadMessageError, FaceSearchError
 from facesearch.faces import detect_faces
 from facesearch.models import FaceModels
@@ -25,7 +25,7 @@ from facesearch.proto.v1 import events_pb2
 from facesearch.records import FaceRecord, FrameFaces, ImageRecord
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.streaming import Message
+from facesearch.stream.worker import Message
 from facesearch.tracking import Tracker, TrackerSettings
 from facesearch.uris import resolve_uri
 from facesearch.video import (
@@ -99,14 +99,14 @@ def frame_events(
                     yield key, held.SerializeToString()
                 faces = detect_faces(models, frame.bgr, settings.max_faces_per_image)
                 analyzed = AnalyzedImage(event.image_id, *size, faces)
-                held = codec.faces_event(analyzed, event.meta, detector, event.submitted_at)
+                held = event_codec.faces_event(analyzed, event.meta, detector, event.submitted_at)
                 held.frame.CopyFrom(
                     events_pb2.VideoFrame(
                         ms=frame.ms, cut=frame.cut, sample=sample, duration_ms=duration_ms
                     )
                 )
         except FaceSearchError as exc:
-            held = held or codec.faces_event(
+            held = held or event_codec.faces_event(
                 AnalyzedImage(event.image_id, *size, []), event.meta, detector, event.submitted_at
             )
             del held.faces[:]
@@ -127,7 +127,7 @@ def take_frame(
         raise BadMessageError(f"{video_id}: the video could not be read to its end: {frame.error}")
     stored_before = store.get_image(video_id) is not None
     if not stored_before:
-        store.stage_frame(codec.frame_from_embeddings(event, store.dim))
+        store.stage_frame(event_codec.frame_from_embeddings(event, store.dim))
     if not frame.last:
         return False
     kept = store.staged_frames(video_id)
@@ -145,7 +145,7 @@ def _tracked(
     tracker = Tracker(tracking)
     for frame in frames:
         tracker.update(observations(frame), frame.cut)
-    meta = codec.meta_from_proto(event.meta)
+    meta = event_codec.meta_from_proto(event.meta)
     size = (event.width, event.height)
     tracks = tracker.finish()
     return video_records(event.image_id, meta, event.model, size, event.frame.duration_ms, tracks)

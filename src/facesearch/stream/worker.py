@@ -49,10 +49,12 @@ from prometheus_client import CollectorRegistry
 
 from facesearch.errors import (
     ConfigError,
+    DeliveryError,
     FaceSearchError,
     ImageTooLargeError,
     ModelError,
     StoreError,
+    TransientError,
 )
 from facesearch.metrics import StreamMetrics
 
@@ -88,18 +90,6 @@ SLEEP_SLICE_S = 0.05  # how often a backoff looks at the stop flag
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Faults of the service, not of the message: dead-lettering would lose good messages.
 NOT_POISON = (ConfigError, ModelError, StoreError)
-
-
-class TransientError(FaceSearchError):
-    """A temporary fault (a dependency down, a timeout): the same message may succeed later."""
-
-    code = "transient"
-
-
-class DeliveryError(FaceSearchError):
-    """The broker did not acknowledge a produced message; nothing after it was committed."""
-
-    code = "delivery"
 
 
 def dlq_topic(input_topic: str) -> str:

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from facesearch.broker import Broker, free_port
+from facesearch.devstack.broker import Broker, free_port
+from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.errors import ConfigError, FaceSearchError
-from facesearch.health_probe import SERVING, UNREACHABLE, check
-from facesearch.processes import file_lock, process_args, wait_gone
-from facesearch.service_settings import (
+from facesearch.rpc.health import SERVING, UNREACHABLE, check
+from facesearch.rpc.settings import (
     DetectorSettings,
     EmbedderSettings,
     GatewaySettings,

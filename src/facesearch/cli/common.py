@@ -13,11 +13,11 @@ import click
 from tqdm import tqdm
 
 from facesearch.calibration import LFW_THRESHOLD
-from facesearch.client import Found, GatewayClient, GatewayIndexer
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
+from facesearch.rpc.client import Found, GatewayClient, GatewayIndexer
 from facesearch.searching import search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore

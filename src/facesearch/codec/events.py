@@ -1,7 +1,7 @@
 """Between the core's records and the Kafka events of protos/ (and the Box and ImageMeta
 messages every API shares): one function per direction, so the services convert 1:1 and a
 message that breaks the schema's rules is refused here, where it enters, as a
-``BadMessageError``. The API's own messages convert in ``api_codec``."""
+``BadMessageError``. The API's own messages convert in ``codec.api``."""
 
 from collections.abc import Sequence
 from dataclasses import replace

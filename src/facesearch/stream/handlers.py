@@ -1,5 +1,5 @@
 """The services' work as Kafka handlers: the bytes of one event in, the next event's bytes out
-(see ``streaming.StreamWorker``); the embedder's takes a micro-batch of events, to embed all
+(see ``worker.StreamWorker``); the embedder's takes a micro-batch of events, to embed all
 their crops in one model call. Each wraps the same core functions the embedded CLI calls;
 none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
@@ -11,8 +11,8 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 from prometheus_client import Histogram
 
-from facesearch import codec
-from facesearch.errors import BadMessageError, StoreError
+from facesearch.codec import events as event_codec
+from facesearch.errors import BadMessageError, StoreError, TransientError
 from facesearch.faces import embed_faces
 from facesearch.ids import image_id
 from facesearch.metrics import WorkMetrics
@@ -21,10 +21,10 @@ from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
-from facesearch.streaming import BatchHandler, Handler, Message, Outcome, TransientError
+from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
+from facesearch.stream.worker import BatchHandler, Handler, Message, Outcome
 from facesearch.tracking import TrackerSettings
 from facesearch.uris import read_uri
-from facesearch.video_events import check_id, frame_events, open_video_event, take_frame
 
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
@@ -39,7 +39,7 @@ def detector_handler(
     timer = metrics.inference_seconds.labels("detect") if metrics else None
 
     def handle(key: bytes | None, value: bytes) -> Iterable[Message]:
-        event = codec.parse(events_pb2.ImageEvent, value)
+        event = event_codec.parse(events_pb2.ImageEvent, value)
         video = open_video_event(event, settings)
         if video is not None:
             return frame_events(event, video, models, settings, detector)
@@ -54,7 +54,7 @@ def detector_handler(
             metrics.faces_per_image.observe(len(analyzed.faces))
             for face in unindexed:
                 metrics.faces_unindexed.labels(face.rejection.reason).inc()
-        out = codec.faces_event(analyzed, event.meta, detector, event.submitted_at, unindexed)
+        out = event_codec.faces_event(analyzed, event.meta, detector, event.submitted_at, unindexed)
         return [(event.image_id.encode(), out.SerializeToString())]
 
     return handle
@@ -81,8 +81,8 @@ def embedder_batch_handler(
 
 def _parse_faces(value: bytes) -> Parsed | BadMessageError:
     try:
-        event = codec.parse(events_pb2.FacesEvent, value)
-        return event, codec.analyzed_from_event(event)
+        event = event_codec.parse(events_pb2.FacesEvent, value)
+        return event, event_codec.analyzed_from_event(event)
     except BadMessageError as exc:
         return exc
 
@@ -104,7 +104,7 @@ def _split(
             continue
         event, image = item
         end = start + len(image.faces)
-        out = codec.embeddings_event(event, vectors[start:end], model)
+        out = event_codec.embeddings_event(event, vectors[start:end], model)
         outcomes.append([(event.image_id.encode(), out.SerializeToString())])
         start = end
     return outcomes
@@ -122,7 +122,7 @@ def store_handler(
     tracking = tracking or TrackerSettings()
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
-        event = codec.parse(events_pb2.EmbeddingsEvent, value)
+        event = event_codec.parse(events_pb2.EmbeddingsEvent, value)
         if event.model != store.model_id:
             raise BadMessageError(
                 f"{event.image_id}: vectors of model {event.model!r}, but this index holds "
@@ -134,7 +134,7 @@ def store_handler(
                     if not take_frame(store, event, tracking):
                         return []  # a frame kept; the video is not stored yet
                 else:
-                    store.put_images([codec.records_from_embeddings(event, store.dim)])
+                    store.put_images([event_codec.records_from_embeddings(event, store.dim)])
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         if metrics and event.HasField("submitted_at"):

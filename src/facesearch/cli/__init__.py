@@ -1,0 +1,1 @@
+"""Layer 7, the ``facesearch`` command line (``main``) and its output. Nothing imports it."""

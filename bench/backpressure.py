@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer  # type: ignore[import-untyped]
-from kafka.admin import NewTopic  # type: ignore[import-untyped]
-from kafka.structs import TopicPartition  # type: ignore[import-untyped]
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.structs import TopicPartition
 
 from common import DEFAULT_DATA, lfw_images
 from facesearch.codec import events as event_codec
@@ -38,7 +38,7 @@ from facesearch.ids import image_id
 from facesearch.models import FaceModels
 from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.rpc.health import check
-from facesearch.settings import CoreSettings
+from facesearch.settings import MAX_MESSAGE_BYTES, CoreSettings
 from facesearch.stream.handlers import detector_handler
 from facesearch.stream.worker import dlq_topic
 
@@ -155,7 +155,7 @@ def main() -> None:
             )
             admin.close()
             producer = KafkaProducer(
-                bootstrap_servers=bootstrap, acks="all", max_request_size=64 * 1024 * 1024
+                bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES
             )
             for key, value in events:
                 producer.send(FACES, key=key, value=value)

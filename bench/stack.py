@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
 from common import DEFAULT_DATA, lfw_images
 from facesearch.codec import events as event_codec

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from common import DEFAULT_DATA
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch.calibration import LFW_THRESHOLD, OPERATING_POINTS
 from facesearch.models import FaceModels
 from facesearch.records import Filters, ImageMeta
-from facesearch.searching import search_image
+from facesearch.searching import LocalSteps, search_image
 from facesearch.settings import CoreSettings, VideoSettings
 from facesearch.store import QdrantFaceStore
 from facesearch.video import file_sha256, format_ms
@@ -65,11 +65,12 @@ def found_times(
             store.put_images([(done.image, done.faces)])
             for query in QUERIES:
                 data = (examples / query).read_bytes()
-                faces = search_image(data, models, store, settings, 10, LFW_THRESHOLD, Filters())
+                steps = LocalSteps(models, store, settings)
+                found = search_image(steps, data, 10, LFW_THRESHOLD, Filters(), OPERATING_POINTS)
                 hits = [
                     f"{m.score:.3f} @ {format_ms(m.t_start_ms)}-{format_ms(m.t_end_ms)} "
                     f"(best {format_ms(m.best_ms, 2)})"
-                    for m in faces[0].matches
+                    for m in found.faces[0].matches
                 ]
                 print(f"  {query}: {'; '.join(hits) or 'not found'}")
         finally:

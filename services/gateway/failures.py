@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from kafka import KafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class DeadLetterWatcher:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
-            enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
+            enable_incremental_fetch_sessions=False,  # see kafka_consumer_factory
         )
         try:
             partitions = self._partitions(consumer)

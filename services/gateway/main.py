@@ -5,9 +5,9 @@ import logging
 from contextlib import ExitStack
 
 import grpc
-from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka import KafkaProducer
 
-from facesearch.calibration import active_points
+from facesearch.calibration import points_for
 from facesearch.metrics import StreamMetrics, WorkMetrics
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
@@ -16,8 +16,9 @@ from facesearch.rpc.settings import GatewaySettings
 from facesearch.runtime.service import ServiceRuntime, run_service
 from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
 
+from .backends import Backends
 from .failures import DeadLetterWatcher, RecentIds
-from .servicer import SERVICE_NAME, Backends, GatewayServicer
+from .servicer import SERVICE_NAME, GatewayServicer
 
 logger = logging.getLogger(__name__)
 REMEMBERED_IMAGES = 200_000  # queued and failed ids kept for GetImage, each
@@ -71,7 +72,7 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
 def serve() -> int:
     settings = GatewaySettings.from_env()
     # Read once, here: a bad FACESEARCH_CALIBRATION file stops the start as a bad setting does.
-    points = active_points()
+    points = points_for(settings.core.calibration)
     logger.info("decisions at the operating points %s", points)
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME], reflection=True)
     servicer = GatewayServicer(settings, points)

@@ -3,56 +3,36 @@ go through the detector, the embedder and the search service over gRPC."""
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
+from kafka.errors import KafkaError
 
-from facesearch.calibration import LFW_THRESHOLD, decide
+from facesearch.calibration import LFW_THRESHOLD
 from facesearch.codec import api as api_codec
 from facesearch.codec import events as event_codec
-from facesearch.codec.events import box_from_proto
 from facesearch.errors import (
     BadMessageError,
-    DeadlineError,
     FaceSearchError,
     ImageTooLargeError,
-    NoFaceError,
     NotFoundError,
     TransientError,
 )
 from facesearch.identities import by_person
-from facesearch.images import check_size
-from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
-from facesearch.proto.v1 import internal_pb2_grpc as internal
-from facesearch.rpc.edge import Pending, error_from_rpc, translate_errors
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2
+from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.rpc.settings import GatewaySettings
-from facesearch.searching import QueryFace
+from facesearch.searching import search_image
 
-from .failures import RecentIds
+from .backends import Backends, InternalCalls
 from .submissions import inline_id, uri_id
 
 SERVICE_NAME = "facesearch.v1.FaceSearch"
 MAX_TOP_K = 1000
 ENVELOPE_BYTES = 64 * 1024  # room for the ImageEvent's other fields within a Kafka message
 R = TypeVar("R")
-
-
-@dataclass
-class Backends:
-    """What the gateway talks to, once connected."""
-
-    producer: Any  # kafka.KafkaProducer
-    detector: internal.DetectorStub
-    embedder: internal.EmbedderStub
-    search: internal.SearchIndexStub
-    failures: RecentIds  # image id -> why the pipeline dropped it
-    queued: RecentIds  # image id -> when it was queued here
-    record_queued: Callable[[str], None]  # metrics: one image queued ("queued") or refused
-    record_matches: Callable[[int], None]  # metrics: matches answered for one query face
 
 
 class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
@@ -155,13 +135,14 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     def GetImage(
         self, request: api_pb2.GetImageRequest, context: grpc.ServicerContext
     ) -> api_pb2.GetImageResponse:
-        backends = self.backends.get()
+        calls = self._internal(context)
         image = request.image_id.lower()
         lookup = api_pb2.GetImageRequest(image_id=image)  # the ids queued here are lower case
         try:
-            return self._call(backends.search.GetImage, lookup, "search", context)
+            return calls.call(calls.backends.search.GetImage, lookup, "search")
         except NotFoundError:
             pass
+        backends = calls.backends
         reason = backends.failures.get(image)
         if reason is not None:
             return api_pb2.GetImageResponse(
@@ -178,48 +159,18 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         if not 0 <= request.top_k <= MAX_TOP_K:
             raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
         threshold = _threshold(request)
-        backends = self.backends.get()
-        detected = self._detect(backends, request.image, context)
-        if not detected.faces:
-            raise NoFaceError("no face found in the query image")
-        embedded = self._embed(backends, list(detected.faces), context)
-        query = internal_pb2.SearchVectorsRequest(
-            vectors=embedded.vectors,
-            model=embedded.model,
-            top_k=request.top_k or 10,
-            threshold=threshold,
-            filters=request.filters,
+        calls = self._internal(context)
+        filters = api_codec.filters_from_proto(request.filters)
+        found = search_image(
+            calls, request.image, request.top_k or 10, threshold, filters, self.points
         )
-        found = self._call(backends.search.SearchVectors, query, "search", context)
-        for result in found.results:
-            backends.record_matches(len(result.matches))
-        faces = [
-            self._query_face(face, result.matches)
-            for face, result in zip(detected.faces, found.results, strict=True)
-        ]
+        for face in found.faces:
+            calls.backends.record_matches(len(face.matches))
         return api_pb2.SearchResponse(
-            faces=[api_codec.query_face_to_proto(answer) for answer in by_person(faces)],
+            faces=[api_codec.query_face_to_proto(answer) for answer in by_person(found.faces)],
             model=found.model,
             threshold=threshold,
             operating_points=api_codec.operating_points_to_proto(self.points),
-        )
-
-    def _query_face(
-        self, face: events_pb2.DetectedFace, matches: Iterable[api_pb2.Match]
-    ) -> QueryFace:
-        """A detected face with its matches, each carrying what its score means at this
-        gateway's operating points, and the detector's quality warning, if any."""
-        decided = []
-        for message in matches:
-            match = api_codec.match_from_proto(message)
-            decided.append(replace(match, decision=decide(match.score, self.points)))
-        return QueryFace(
-            face.index,
-            box_from_proto(face.box),
-            face.det_score,
-            face.quality,
-            decided,
-            api_codec.warning_from_proto(face.rejection),
         )
 
     @translate_errors
@@ -227,10 +178,10 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         self, request: api_pb2.CompareRequest, context: grpc.ServicerContext
     ) -> api_pb2.CompareResponse:
         threshold = _threshold(request)
-        backends = self.backends.get()
-        a = self._detect(backends, request.image_a, context)
-        b = self._detect(backends, request.image_b, context)
-        embedded = self._embed(backends, [*a.faces, *b.faces], context)
+        calls = self._internal(context)
+        a = calls.detected(request.image_a)
+        b = calls.detected(request.image_b)
+        embedded = calls.embed([*a.faces, *b.faces])
         vectors = np.array([list(v.values) for v in embedded.vectors], dtype=np.float32)
         vectors = vectors.reshape(len(a.faces) + len(b.faces), -1)
         similarity = vectors[: len(a.faces)] @ vectors[len(a.faces) :].T
@@ -256,50 +207,18 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     def Delete(
         self, request: api_pb2.DeleteRequest, context: grpc.ServicerContext
     ) -> api_pb2.DeleteResponse:
-        return self._call(self.backends.get().search.Delete, request, "search", context)
+        calls = self._internal(context)
+        return calls.call(calls.backends.search.Delete, request, "search")
 
     @translate_errors
     def Stats(
         self, request: api_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> api_pb2.StatsResponse:
-        return self._call(self.backends.get().search.Stats, request, "search", context)
+        calls = self._internal(context)
+        return calls.call(calls.backends.search.Stats, request, "search")
 
-    def _detect(
-        self, backends: Backends, image: bytes, context: grpc.ServicerContext
-    ) -> internal_pb2.DetectResponse:
-        check_size(len(image), self.settings.core.limits)  # not worth sending on
-        request = internal_pb2.DetectRequest(image=image)
-        return self._call(backends.detector.Detect, request, "detector", context)
-
-    def _embed(
-        self, backends: Backends, faces: list[Any], context: grpc.ServicerContext
-    ) -> internal_pb2.EmbedResponse:
-        request = internal_pb2.EmbedRequest(crops=[face.crop for face in faces])
-        return self._call(backends.embedder.Embed, request, "embedder", context)
-
-    def _call(
-        self,
-        method: Callable[..., R],
-        request: Any,
-        service: str,
-        context: grpc.ServicerContext,
-    ) -> R:
-        """One call to an internal service within the gateway's deadline and the client's;
-        its failure as the facesearch error it stands for (a deadline that ran out as a
-        ``DeadlineError`` naming which one)."""
-        timeout = self.settings.deadline_s
-        remaining = context.time_remaining()
-        limit = f"{timeout:g} s (FACESEARCH_GATEWAY_DEADLINE_SECONDS)"
-        if remaining is not None and remaining < timeout:
-            timeout, limit = remaining, "the deadline of the call"
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                late = f"the {service} service did not answer within {limit}"
-                raise DeadlineError(late) from exc
-            raise error_from_rpc(exc, f"the {service} service") from exc
+    def _internal(self, context: grpc.ServicerContext) -> InternalCalls:
+        return InternalCalls(self.settings, self.backends.get(), context)
 
 
 def _threshold(request: api_pb2.SearchRequest | api_pb2.CompareRequest) -> float:

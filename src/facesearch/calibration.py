@@ -18,13 +18,13 @@ The thresholds are rounded up to 4 decimals, so each keeps its FMR on that data.
 calibrated and evaluated on the same people: on people not seen, expect the FMR to move
 (bench/identification.py calibrates on half the people and measures on the other half).
 
-``FACESEARCH_CALIBRATION`` names a JSON file written by ``facesearch calibrate --write`` whose
-points replace these, for data (or a model) unlike LFW.
+``FACESEARCH_CALIBRATION`` (``CoreSettings.calibration``) names a JSON file written by
+``facesearch calibrate --write`` whose points replace these, for data (or a model) unlike LFW;
+``points_for`` loads it once, where a process starts (the CLI's backend, the gateway).
 """
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,31 +125,20 @@ def operating_points(
     return points
 
 
-def decide(score: float, points: Mapping[float, float] | None = None) -> Decision:
-    """ "match" at or above the MATCH_FMR threshold, "possible" at or above the POSSIBLE_FMR one,
-    else "no_match"; thresholds from ``points``, else the active calibration."""
-    thresholds = active_points() if points is None else points
-    if score >= thresholds[MATCH_FMR]:
+def decide(score: float, points: Mapping[float, float]) -> Decision:
+    """ "match" at or above the MATCH_FMR threshold of ``points``, "possible" at or above the
+    POSSIBLE_FMR one, else "no_match"."""
+    if score >= points[MATCH_FMR]:
         return "match"
-    if score >= thresholds[POSSIBLE_FMR]:
+    if score >= points[POSSIBLE_FMR]:
         return "possible"
     return "no_match"
 
 
-def active_points(env: Mapping[str, str] | None = None) -> dict[float, float]:
-    """The file named by FACESEARCH_CALIBRATION if set, else OPERATING_POINTS."""
-    path = (os.environ if env is None else env).get(CALIBRATION_VARIABLE, "").strip()
-    return _load_cached(path) if path else OPERATING_POINTS
-
-
-_loaded: dict[str, dict[float, float]] = {}
-
-
-def _load_cached(path: str) -> dict[float, float]:
-    # decide() runs once per match printed: read the file once per process, not per match.
-    if path not in _loaded:
-        _loaded[path] = load_points(Path(path))
-    return _loaded[path]
+def points_for(calibration: Path | None) -> dict[float, float]:
+    """The operating points of a ``calibrate --write`` file (FACESEARCH_CALIBRATION), else
+    OPERATING_POINTS."""
+    return OPERATING_POINTS if calibration is None else load_points(calibration)
 
 
 def load_points(path: Path) -> dict[float, float]:

@@ -1,29 +1,16 @@
 """The known-folder / unknown-folder workflow of face_recognition's command line, on our models:
 for each face of each unknown image, the known people within tolerance."""
 
-from dataclasses import dataclass
-
-import numpy as np
-
 from facesearch.calibration import similarity_to_distance
 
 
-@dataclass(frozen=True)
-class KnownFace:
-    name: str
-    vector: np.ndarray
-
-
 def known_within(
-    known: list[KnownFace], vector: np.ndarray, tolerance: float
+    names: list[str], similarities: list[float], tolerance: float
 ) -> list[tuple[str, float]]:
-    """(name, distance) of every known face at most ``tolerance`` away, in the known order."""
-    found = []
-    for face in known:
-        distance = similarity_to_distance(float(np.dot(face.vector, vector)))
-        if distance <= tolerance:
-            found.append((face.name, distance))
-    return found
+    """(name, distance) of every known face at most ``tolerance`` away from one face, given its
+    similarity to each known face, in the known order."""
+    distances = (similarity_to_distance(s) for s in similarities)
+    return [(name, d) for name, d in zip(names, distances, strict=True) if d <= tolerance]
 
 
 def result_lines(

@@ -164,11 +164,6 @@ def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> floa
     return sum(value for found, value in _samples(port, host, name) if found == labels)
 
 
-def scrape_total(port: int, name: str, host: str = "127.0.0.1") -> float:
-    """The sum of every sample of ``name`` whatever its labels (0 when there is none)."""
-    return sum(value for _, value in _samples(port, host, name))
-
-
 def _samples(port: int, host: str, name: str) -> list[tuple[dict[str, str], float]]:
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode("utf-8")

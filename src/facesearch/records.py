@@ -28,7 +28,7 @@ class VideoSpan:
     best_ms: int
 
     def payload(self) -> dict[str, Any]:
-        # frame_ms is DESIGN's name for the time of the frame a point was taken from.
+        # frame_ms: the time of the frame a point was taken from (docs/architecture.md).
         return {**asdict(self), "frame_ms": self.best_ms}
 
 

@@ -10,6 +10,9 @@ from facesearch.errors import ConfigError
 from facesearch.images import ImageLimits
 
 DEFAULT_HOME = Path("~/.local/share/facesearch")
+# The largest Kafka or gRPC message by default: images travel inline, up to the core's 50 MiB
+# limit, with the event or request around them (FACESEARCH_KAFKA_/GRPC_MAX_MESSAGE_BYTES).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class CoreSettings:
     video: VideoSettings = field(default_factory=VideoSettings)
     # Folders whose files the services may read for images sent by URI (none: URIs refused).
     uri_roots: tuple[Path, ...] = ()
+    # FACESEARCH_CALIBRATION: operating points from `facesearch calibrate --write` (None: the
+    # LFW ones in calibration.OPERATING_POINTS); loaded by calibration.points_for.
+    calibration: Path | None = None
 
     @property
     def qdrant_path(self) -> Path:
@@ -94,14 +100,15 @@ class CoreSettings:
 
     @classmethod
     def read(cls, reader: "EnvReader") -> "CoreSettings":
+        default = ModelSettings()
         models = ModelSettings(
-            pack=reader.text("FACESEARCH_MODEL_PACK", ""),
-            detector=reader.text("FACESEARCH_DETECTOR_MODEL", ""),
-            recognizer=reader.text("FACESEARCH_RECOGNIZER_MODEL", ""),
-            providers=reader.names("FACESEARCH_PROVIDERS", "auto"),
-            threads=reader.number("FACESEARCH_THREADS", 0, int),
-            det_threshold=reader.number("FACESEARCH_DET_THRESHOLD", 0.5, float),
-            det_max_side=reader.number("FACESEARCH_DET_MAX_SIDE", 640, int),
+            pack=reader.text("FACESEARCH_MODEL_PACK", default.pack),
+            detector=reader.text("FACESEARCH_DETECTOR_MODEL", default.detector),
+            recognizer=reader.text("FACESEARCH_RECOGNIZER_MODEL", default.recognizer),
+            providers=reader.names("FACESEARCH_PROVIDERS", ",".join(default.providers)),
+            threads=reader.number("FACESEARCH_THREADS", default.threads, int),
+            det_threshold=reader.number("FACESEARCH_DET_THRESHOLD", default.det_threshold, float),
+            det_max_side=reader.number("FACESEARCH_DET_MAX_SIDE", default.det_max_side, int),
         )
         limits = ImageLimits(
             max_bytes=reader.limit("FACESEARCH_MAX_IMAGE_BYTES", ImageLimits.max_bytes, int),
@@ -113,12 +120,15 @@ class CoreSettings:
             qdrant_dir=reader.path("QDRANT_PATH"),
             models=models,
             limits=limits,
-            max_faces_per_image=reader.limit("FACESEARCH_MAX_FACES_PER_IMAGE", 100, int),
+            max_faces_per_image=reader.limit(
+                "FACESEARCH_MAX_FACES_PER_IMAGE", cls.max_faces_per_image, int
+            ),
             quality=read_quality_gate(reader),
             video=VideoSettings.read(reader),
             uri_roots=tuple(
                 Path(root).expanduser() for root in reader.names("FACESEARCH_URI_ROOTS", "")
             ),
+            calibration=reader.path("FACESEARCH_CALIBRATION"),
         )
 
 

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
@@ -70,7 +71,8 @@ def rgba_png(photo: Path) -> bytes:
 def gray16_png(photo: Path) -> bytes:
     gray = Image.open(photo).convert("L")
     wide = Image.new("I;16", gray.size)
-    wide.putdata([v * 257 for v in gray.get_flattened_data()])
+    pixels = cast(tuple[int, ...], gray.get_flattened_data())  # one band: one int a pixel
+    wide.putdata([v * 257 for v in pixels])
     return encode(wide, "PNG")
 
 

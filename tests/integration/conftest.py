@@ -164,7 +164,7 @@ class KafkaTool:
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             max_partition_fetch_bytes=64 * 1024 * 1024,
-            enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
+            enable_incremental_fetch_sessions=False,  # see kafka_consumer_factory
         )
         try:
             found = consumer.partitions_for_topic(topic) or set()

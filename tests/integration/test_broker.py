@@ -1,4 +1,4 @@
-"""The real Apache Kafka broker of facesearch.broker (jars fetched by scripts/setup): kafka-python
+"""The real Apache Kafka broker of facesearch.devstack.broker (jars fetched by setup): kafka-python
 produces and consumes through it, it stops cleanly, a taken port fails fast with the reason from
 its log, and ``facesearch broker`` starts, reports and stops one."""
 
@@ -148,7 +148,7 @@ def test_a_taken_port_fails_quickly_quoting_the_log(broker: Broker, tmp_path: Pa
     assert broker.running_pid() is not None  # the first one is unharmed
 
 
-def broker_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def broker_cli(*args: str | Path | int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(FACESEARCH), "broker", *(str(a) for a in args)],
         capture_output=True,

@@ -476,7 +476,7 @@ def per_image(
         bootstrap_servers=fault.bootstrap,
         enable_auto_commit=False,
         max_partition_fetch_bytes=64 * 1024 * 1024,
-        enable_incremental_fetch_sessions=False,  # see StreamWorker._consumer
+        enable_incremental_fetch_sessions=False,  # see kafka_consumer_factory
     )
     try:
         parts = [TopicPartition(topic, p) for p in sorted(start)]

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from bad_inputs import png_claiming
@@ -64,7 +64,8 @@ def images(draw: st.DrawFn) -> bytes:
 
 def _gray16(image: Image.Image) -> Image.Image:
     wide = Image.new("I;16", image.size)
-    wide.putdata([v * 257 for v in image.get_flattened_data()])
+    pixels = cast(tuple[int, ...], image.get_flattened_data())  # one band: one int a pixel
+    wide.putdata([v * 257 for v in pixels])
     return wide
 
 

@@ -8,7 +8,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -17,7 +17,7 @@ from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image, ImageFilter
 
-from facesearch.calibration import active_points, decide
+from facesearch.calibration import OPERATING_POINTS, decide
 from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.ids import image_id
@@ -91,7 +91,7 @@ def test_bad_queries_end_with_clear_statuses_and_reflection_lists_the_api(
     for request, code, prefix in cases:
         with pytest.raises(grpc.RpcError) as refused:
             gateway.Search(request)
-        assert (refused.value.code(), refused.value.details().split(":")[0]) == (code, prefix)
+        assert (refused.value.code(), str(refused.value.details()).split(":")[0]) == (code, prefix)
     with pytest.raises(grpc.RpcError) as missing:
         gateway.GetImage(api_pb2.GetImageRequest(image_id="0" * 64))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -100,8 +100,14 @@ def test_bad_queries_end_with_clear_statuses_and_reflection_lists_the_api(
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     reflection = reflection_pb2_grpc.ServerReflectionStub(gateway_channel)
-    request = reflection_pb2.ServerReflectionRequest(list_services="")
-    (answer,) = reflection.ServerReflectionInfo(iter([request]))
+    # types-grpcio-reflection types this attribute as binascii.Incomplete (a stray import).
+    info = cast(
+        "grpc.StreamStreamMultiCallable[reflection_pb2.ServerReflectionRequest, "
+        "reflection_pb2.ServerReflectionResponse]",
+        reflection.ServerReflectionInfo,
+    )
+    list_request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (answer,) = info(iter([list_request]))
     names = {s.name for s in answer.list_services_response.service}
     assert {"facesearch.v1.FaceSearch", "grpc.health.v1.Health"} <= names
 
@@ -181,7 +187,7 @@ def test_search_answers_decisions_people_and_warnings_and_the_cli_shows_them(
     found = gateway.Search(api_pb2.SearchRequest(image=query.read_bytes(), top_k=30, threshold=0))
 
     points = api_codec.operating_points_from_proto(found.operating_points)
-    assert points == pytest.approx(active_points())
+    assert points == pytest.approx(OPERATING_POINTS)  # no FACESEARCH_CALIBRATION there
     decisions = [
         (api_codec.decision_from_proto(m.decision), decide(m.score, points))
         for face in found.faces

@@ -2,7 +2,7 @@
 models and a local Qdrant: the same faces, ids and answers as the embedded CLI, bad events
 refused where they enter, and the embedder's micro-batches giving each event its own vectors."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from facesearch.calibration import OPERATING_POINTS
 from facesearch.codec import events as event_codec
 from facesearch.errors import BadImageError, BadMessageError, BadUriError
 from facesearch.ids import image_id
@@ -20,7 +21,7 @@ from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import events_pb2
 from facesearch.records import Filters, ImageMeta
-from facesearch.searching import search_image
+from facesearch.searching import LocalSteps, search_image
 from facesearch.settings import CoreSettings, QualityGate
 from facesearch.store import QdrantFaceStore
 from facesearch.stream.handlers import detector_handler, embedder_batch_handler, store_handler
@@ -43,7 +44,9 @@ def image_event(path: Path) -> bytes:
     return event.SerializeToString()
 
 
-def embed_one(models: FaceModels, key: bytes | None, faces: bytes) -> list[tuple[Any, bytes]]:
+def embed_one(
+    models: FaceModels, key: bytes | None, faces: bytes
+) -> Iterable[tuple[bytes | None, bytes]]:
     """The embedder's outputs for one FacesEvent, as a batch of one."""
     [outputs] = embedder_batch_handler(models)([(key, faces)])
     assert not isinstance(outputs, Exception)
@@ -71,9 +74,10 @@ def test_the_handlers_index_what_the_embedded_cli_indexes(
         through_pipeline(path, face_models, settings, store)
     stored = store.stats()
 
+    steps = LocalSteps(face_models, store, settings)
     faces = search_image(
-        demo["yaoming"].read_bytes(), face_models, store, settings, 5, -1.0, Filters()
-    )
+        steps, demo["yaoming"].read_bytes(), 5, -1.0, Filters(), OPERATING_POINTS
+    ).faces
     best = faces[0].matches[0]
     assert Path(best.path).name == "players.jpg"
     assert all(abs(a - b) <= 6 for a, b in zip(best.box, YAO_BOX, strict=True))

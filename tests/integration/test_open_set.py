@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from facesearch.calibration import OPERATING_POINTS
 from facesearch.cli import output
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Match
-from facesearch.searching import QueryFace, search_image
+from facesearch.searching import LocalSteps, QueryFace, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
@@ -69,7 +70,8 @@ def gallery(
 def best_match(
     photo: Path, models: FaceModels, store: QdrantFaceStore, settings: CoreSettings
 ) -> Match:
-    faces = search_image(photo.read_bytes(), models, store, settings, 1, -1.0, Filters())
+    steps = LocalSteps(models, store, settings)
+    faces = search_image(steps, photo.read_bytes(), 1, -1.0, Filters(), OPERATING_POINTS).faces
     return central(faces).matches[0]
 
 

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch.calibration import LFW_THRESHOLD, OPERATING_POINTS
 from facesearch.detection import prepare_input
 from facesearch.errors import BadImageError, NoFaceError
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze
 from facesearch.records import Filters
-from facesearch.searching import query_faces, search_image
+from facesearch.searching import LocalSteps, query_faces, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
@@ -76,9 +76,10 @@ def test_searching_with_yao_mings_photo_finds_him_in_players_and_no_one_else(
         ("indexed", 6),
     ]
 
+    steps = LocalSteps(face_models, store, settings)
     faces = search_image(
-        demo["yaoming"].read_bytes(), face_models, store, settings, 100, -1.0, Filters()
-    )
+        steps, demo["yaoming"].read_bytes(), 100, -1.0, Filters(), OPERATING_POINTS
+    ).faces
 
     assert len(faces) == 1
     matches = faces[0].matches
@@ -99,9 +100,10 @@ def test_the_default_threshold_keeps_only_the_same_person(
 ) -> None:
     index([demo["players"], demo["gdp"], demo["t1"]], face_models, store, settings)
 
+    steps = LocalSteps(face_models, store, settings)
     faces = search_image(
-        demo["yaoming"].read_bytes(), face_models, store, settings, 10, LFW_THRESHOLD, Filters()
-    )
+        steps, demo["yaoming"].read_bytes(), 10, LFW_THRESHOLD, Filters(), OPERATING_POINTS
+    ).faces
 
     assert [(Path(m.path).name, near(m.box, YAO_BOX)) for m in faces[0].matches] == [
         ("players.jpg", True)
@@ -212,7 +214,9 @@ def test_detection_matches_insightfaces_own_scrfd_helper(
 ) -> None:
     """Where no resizing is involved (an image already the tensor's size), our input
     preparation and output decoding find what insightface's SCRFD.detect finds."""
-    bgr = cv2.resize(cv2.imread(str(demo["players"])), (640, 416))
+    photo = cv2.imread(str(demo["players"]))
+    assert photo is not None
+    bgr = cv2.resize(photo, (640, 416))
 
     boxes, landmarks = face_models.detect(prepare_input(bgr, 640))
     theirs, their_landmarks = face_models.detector.detect(

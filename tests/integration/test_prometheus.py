@@ -49,7 +49,7 @@ class Prometheus:
     def __init__(self, config: Path, data: Path, log: Path) -> None:
         command = shutil.which("prometheus")
         if command is None:
-            pytest.fail("prometheus is missing: run scripts/setup (it installs Debian's)")
+            pytest.fail("prometheus is missing: run scripts/setup-dev (it installs Debian's)")
         self.address = f"127.0.0.1:{free_port()}"
         self.log = log
         with log.open("wb") as out:
@@ -106,7 +106,7 @@ class Prometheus:
 def scrape_config(stack: dict[str, dict[str, Any]], prometheus: str) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with the stack's metrics ports for targets, every
     interval a second, and its rule files by absolute path."""
-    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     config["global"].update(
         scrape_interval=SCRAPE, scrape_timeout=SCRAPE, evaluation_interval=SCRAPE
     )

@@ -79,7 +79,7 @@ def test_detector_service_finds_faces_dead_letters_garbage_and_answers_detect(
         with pytest.raises(grpc.RpcError) as refused:
             stub.Detect(internal_pb2.DetectRequest(image=b"GIF89a truncated"))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert refused.value.details().startswith("bad_image")
+        assert str(refused.value.details()).startswith("bad_image")
 
     port = detector.metrics_port
     assert metric(port, "facesearch_messages_consumed_total", topic=images) == 3
@@ -149,7 +149,9 @@ def test_embedder_service_embeds_in_batches_like_the_embedded_mode(
     assert_committed_to_the_end(kafka, env["FACESEARCH_EMBEDDER_GROUP"], faces)
 
 
-def wait_indexed(stub: Any, image: str, timeout: float = 60.0) -> api_pb2.GetImageResponse:
+def wait_indexed(
+    stub: internal_pb2_grpc.SearchIndexStub, image: str, timeout: float = 60.0
+) -> api_pb2.GetImageResponse:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -45,7 +45,7 @@ def index_and_search(
     """Index the sample photos (and ``extra``) through the gateway; search with yaoming.jpg."""
     photos = [demo[n] for n in ("players", "gdp", "t1")]
     done = run(env, "index", "--gateway", gateway, "--json", *photos, *([extra] if extra else []))
-    summary = json.loads(done.stdout)
+    summary: dict[str, Any] = json.loads(done.stdout)
     assert done.returncode == 0, done.stderr
     # Every photo and video of face_recognition's folders is indexed (its one video too).
     assert summary["failed"] == [], summary["failed"]

@@ -5,8 +5,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from facesearch.rpc.settings import GatewaySettings
+from facesearch_services.gateway.backends import Backends
 from facesearch_services.gateway.failures import RecentIds
-from facesearch_services.gateway.servicer import Backends, GatewayServicer
+from facesearch_services.gateway.servicer import GatewayServicer
 
 GATEWAY = {
     "FACESEARCH_KAFKA_BOOTSTRAP": "kafka:9092",

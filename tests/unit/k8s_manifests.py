@@ -1,7 +1,7 @@
 """Rendering deploy/k8s and validating what comes out: the helpers of ``test_k8s.py``.
 
 kustomize and the custom resources' CRDs come from ``scripts/fetch-k8s-tools`` (run by
-``scripts/setup``) at the versions pinned in ``deploy/k8s/tools.env``; it records where they are
+``scripts/setup-dev``) at the versions pinned in ``deploy/k8s/tools.env``; it records where they are
 in ``~/.cache/facesearch/k8s/tools.env`` (or ``$FACESEARCH_K8S_TOOLS/tools.env``).
 """
 
@@ -56,7 +56,7 @@ class Tools:
     def find(cls) -> "Tools":
         cache = Path(os.environ.get("FACESEARCH_K8S_TOOLS", Path.home() / ".cache/facesearch/k8s"))
         record = cache / "tools.env"
-        fix = "run scripts/setup (or scripts/fetch-k8s-tools) to fetch kustomize and the CRDs"
+        fix = "run scripts/setup-dev (or scripts/fetch-k8s-tools) to fetch kustomize and the CRDs"
         if not record.is_file():
             raise ToolsMissing(f"{record} does not exist: {fix}")
         found = read_env_file(record)

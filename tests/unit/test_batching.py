@@ -11,14 +11,13 @@ import pytest
 from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from facesearch.errors import BadImageError, FaceSearchError, StoreError
+from facesearch.errors import BadImageError, FaceSearchError, StoreError, TransientError
 from facesearch.metrics import StreamMetrics
 from facesearch.stream.worker import (
     BatchHandler,
     Message,
     Outcome,
     StreamWorker,
-    TransientError,
     _RewindRevoked,
     batched,
 )

@@ -1,5 +1,6 @@
-"""What facesearch.broker writes and how it finds its jars, without Java or the network: the
-server.properties of a one-node KRaft broker, and ensure_jars against a stand-in ``mvn``."""
+"""What facesearch.devstack.broker writes and how it finds its jars, without Java or the
+network: the server.properties of a one-node KRaft broker, and ensure_jars against a stand-in
+``mvn``."""
 
 import os
 import re

@@ -11,54 +11,94 @@ from typing import Any
 import grpc
 import pytest
 from gateway_fakes import fake_backends, gateway_servicer
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 from PIL import Image
 from prometheus_client import CollectorRegistry
+from stream_fakes import P0, RECORD, RecordingProducer, ScriptedConsumer
 
+from facesearch.errors import DeliveryError
 from facesearch.metrics import StreamMetrics
 from facesearch.proto.v1 import api_pb2
 from facesearch.stream import worker as streaming
-from facesearch.stream.worker import StreamWorker
+from facesearch.stream.worker import Handler, Message, StreamWorker
 from facesearch_services.gateway.servicer import GatewayServicer
 
 DEADLINE = {"FACESEARCH_GATEWAY_DEADLINE_SECONDS": "0.01"}
 
 
-class SlowBroker:
+class SlowBroker(RecordingProducer):
     """A producer whose flush times out ``times`` times, then succeeds."""
 
     def __init__(self, times: int) -> None:
+        super().__init__()
         self.times = times
         self.flushes = 0
+        self.acknowledged_at: int | None = None  # the flush that first succeeded
 
     def flush(self, timeout: float) -> None:
         self.flushes += 1
         if self.flushes <= self.times:
             time.sleep(0.001)
             raise KafkaTimeoutError("Timeout waiting for future")
+        if self.acknowledged_at is None:
+            self.acknowledged_at = self.flushes
 
 
-def worker() -> StreamWorker:
+def one_record() -> ScriptedConsumer:
+    """A consumer whose first poll brings RECORD (offset 7) and whose next stops the worker."""
+    return ScriptedConsumer([[RECORD]], position=8, end=8)
+
+
+def echo(key: bytes | None, value: bytes) -> list[Message]:
+    return [(key, value)]
+
+
+def worker(
+    producer: SlowBroker, consumer: ScriptedConsumer, handler: Handler = echo
+) -> StreamWorker:
     metrics = StreamMetrics(CollectorRegistry())
-    return StreamWorker("127.0.0.1:1", "in", "g", "out", lambda k, v: [], metrics=metrics)
+    made = StreamWorker(
+        "127.0.0.1:1",
+        "in",
+        "g",
+        "out",
+        handler,
+        metrics=metrics,
+        consumer_factory=lambda: consumer,
+        producer_factory=lambda: producer,
+    )
+    consumer.stop = made.stop
+    return made
 
 
 def test_a_worker_waits_for_a_broker_that_comes_back() -> None:
-    producer = SlowBroker(times=20)
-    worker()._flush(producer)
-    assert producer.flushes == 21
+    producer, consumer = SlowBroker(times=20), one_record()
+    running = worker(producer, consumer)
+    running.run()
+    assert producer.acknowledged_at == 21
+    assert (running.produced, consumer.committed) == (1, [{P0: 8}])
 
 
 def test_a_stopping_worker_waits_the_flush_timeout_at_most(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(streaming, "FLUSH_TIMEOUT_S", 0.05)
-    stopping = worker()
-    stopping.stop()
+    consumer = one_record()
+
+    def stopped_meanwhile(key: bytes | None, value: bytes) -> list[Message]:
+        consumer.stop()  # as a stop signal during the batch
+        return echo(key, value)
+
+    stopping = worker(SlowBroker(times=10**9), consumer, stopped_meanwhile)
     begun = time.monotonic()
-    with pytest.raises(KafkaTimeoutError):
-        stopping._flush(SlowBroker(times=10**9))
+    with pytest.raises(DeliveryError) as raised:
+        stopping.run()
+    assert isinstance(raised.value.__cause__, KafkaTimeoutError)
     assert time.monotonic() - begun < 1.0
+    assert consumer.committed == []
 
 
 def test_a_running_worker_gives_up_after_the_delivery_timeout(
@@ -66,8 +106,11 @@ def test_a_running_worker_gives_up_after_the_delivery_timeout(
 ) -> None:
     monkeypatch.setattr(streaming, "DELIVERY_TIMEOUT_S", 0.05)
     monkeypatch.setattr(streaming, "FLUSH_SLICE_S", 0.01)
-    with pytest.raises(KafkaTimeoutError):
-        worker()._flush(SlowBroker(times=10**9))
+    consumer = one_record()
+    with pytest.raises(DeliveryError) as raised:
+        worker(SlowBroker(times=10**9), consumer).run()
+    assert isinstance(raised.value.__cause__, KafkaTimeoutError)
+    assert consumer.committed == []
 
 
 class Future:

@@ -13,15 +13,16 @@ from facesearch.calibration import (
     MATCH_FMR,
     OPERATING_POINTS,
     POSSIBLE_FMR,
-    active_points,
     decide,
     load_points,
     operating_points,
     pair_scores,
+    points_for,
     threshold_at_fmr,
     write_points,
 )
 from facesearch.errors import ConfigError
+from facesearch.settings import CoreSettings
 
 
 def up(value: float, dtype: type = np.float64) -> float:
@@ -126,12 +127,12 @@ def test_decide_at_the_boundaries(score: float, decision: str) -> None:
     assert decide(score, points) == decision
 
 
-def test_decide_uses_the_measured_points_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(CALIBRATION_VARIABLE, raising=False)
+def test_decide_uses_the_measured_points_by_default() -> None:
+    points = points_for(CoreSettings.from_env({}).calibration)
 
-    assert decide(OPERATING_POINTS[MATCH_FMR]) == "match"
-    assert decide(OPERATING_POINTS[POSSIBLE_FMR]) == "possible"
-    assert decide(OPERATING_POINTS[POSSIBLE_FMR] - 1e-4) == "no_match"
+    assert decide(OPERATING_POINTS[MATCH_FMR], points) == "match"
+    assert decide(OPERATING_POINTS[POSSIBLE_FMR], points) == "possible"
+    assert decide(OPERATING_POINTS[POSSIBLE_FMR] - 1e-4, points) == "no_match"
 
 
 def test_measured_points_tighten_as_the_rate_falls() -> None:
@@ -147,7 +148,7 @@ def test_a_written_file_is_what_the_variable_loads(tmp_path: Path) -> None:
     impostor = np.arange(100_000, dtype=np.float64) / 200_000  # 0 ... 0.5
     write_points(path, operating_points(genuine, impostor), {"model": "m"})
 
-    points = active_points({CALIBRATION_VARIABLE: str(path)})
+    points = points_for(CoreSettings.from_env({CALIBRATION_VARIABLE: str(path)}).calibration)
 
     assert points == load_points(path)
     assert sorted(points) == sorted(FMRS)
@@ -159,7 +160,7 @@ def test_a_written_file_is_what_the_variable_loads(tmp_path: Path) -> None:
 
 
 def test_without_the_variable_the_measured_points_are_active() -> None:
-    assert active_points({}) == OPERATING_POINTS
+    assert points_for(CoreSettings.from_env({}).calibration) == OPERATING_POINTS
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,9 @@ def test_a_bad_file_is_a_config_error_naming_the_variable(
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{CALIBRATION_VARIABLE}=.*cannot read it"):
-        active_points({CALIBRATION_VARIABLE: str(tmp_path / "absent.json")})
+        points_for(
+            CoreSettings.from_env({CALIBRATION_VARIABLE: str(tmp_path / "absent.json")}).calibration
+        )
 
 
 def test_search_default_threshold_never_hides_a_match() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD, similarity_to_distance
-from facesearch.compare import KnownFace, known_within, result_lines
+from facesearch.compare import known_within, result_lines
 
 
 def unit(angle_degrees: float) -> np.ndarray:
@@ -19,13 +19,18 @@ def with_similarity(similarity: float) -> np.ndarray:
     return np.array([similarity, math.sqrt(1.0 - similarity**2)], dtype=np.float64)
 
 
+def within(
+    known: dict[str, np.ndarray], query: np.ndarray, tolerance: float
+) -> list[tuple[str, float]]:
+    """known_within for a query vector: its similarity to each known vector, as compare's
+    embedded and gateway comparers both give it."""
+    similarities = [float(np.dot(vector, query)) for vector in known.values()]
+    return known_within(list(known), similarities, tolerance)
+
+
 def test_known_within_keeps_the_known_order_and_distances() -> None:
-    known = [
-        KnownFace("obama", unit(0)),
-        KnownFace("biden", unit(90)),
-        KnownFace("obama_again", unit(10)),
-    ]
-    found = known_within(known, unit(5), tolerance=0.1)
+    known = {"obama": unit(0), "biden": unit(90), "obama_again": unit(10)}
+    found = within(known, unit(5), tolerance=0.1)
     assert [name for name, _ in found] == ["obama", "obama_again"]
     expected = 1.0 - math.cos(math.radians(5))
     for _, distance in found:
@@ -33,11 +38,11 @@ def test_known_within_keeps_the_known_order_and_distances() -> None:
 
 
 def test_known_within_is_inclusive_and_tolerance_bounds_it() -> None:
-    known = [KnownFace("a", with_similarity(1.0)), KnownFace("b", with_similarity(0.5))]
+    known = {"a": with_similarity(1.0), "b": with_similarity(0.5)}
     query = np.array([1.0, 0.0])
-    assert known_within(known, query, tolerance=0.5) == [("a", 0.0), ("b", 0.5)]
-    assert [n for n, _ in known_within(known, query, tolerance=0.49)] == ["a"]
-    assert known_within(known, -query, tolerance=0.5) == []
+    assert within(known, query, tolerance=0.5) == [("a", 0.0), ("b", 0.5)]
+    assert [n for n, _ in within(known, query, tolerance=0.49)] == ["a"]
+    assert within(known, -query, tolerance=0.5) == []
 
 
 def test_distance_scale_matches_the_calibration() -> None:
@@ -45,9 +50,9 @@ def test_distance_scale_matches_the_calibration() -> None:
     assert similarity_to_distance(-1.0) == 2.0
     assert abs(DEFAULT_TOLERANCE - (1.0 - LFW_THRESHOLD)) <= 5e-4
     # A face exactly at the LFW threshold is within the default tolerance, just below is not.
-    known = [KnownFace("x", np.array([1.0, 0.0]))]
-    assert known_within(known, with_similarity(LFW_THRESHOLD), DEFAULT_TOLERANCE)
-    assert not known_within(known, with_similarity(LFW_THRESHOLD - 0.01), DEFAULT_TOLERANCE)
+    known = {"x": np.array([1.0, 0.0])}
+    assert within(known, with_similarity(LFW_THRESHOLD), DEFAULT_TOLERANCE)
+    assert not within(known, with_similarity(LFW_THRESHOLD - 0.01), DEFAULT_TOLERANCE)
 
 
 def test_result_lines_name_only() -> None:
@@ -86,9 +91,9 @@ def test_several_faces_and_matches_print_one_line_each_in_order() -> None:
 
 
 def test_known_within_then_result_lines_end_to_end() -> None:
-    known = [KnownFace("alice", with_similarity(1.0)), KnownFace("bob", unit(90))]
+    known = {"alice": with_similarity(1.0), "bob": unit(90)}
     query = with_similarity(0.8766)  # distance 0.1234 from alice, far from bob
-    per_face = [known_within(known, query, 0.2), known_within(known, -query, 0.2)]
+    per_face = [within(known, query, 0.2), within(known, -query, 0.2)]
     assert result_lines("x.jpg", per_face, show_distance=True) == [
         "x.jpg,alice,0.1234",
         "x.jpg,unknown_person",

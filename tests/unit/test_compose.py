@@ -35,12 +35,14 @@ def load_yaml(path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def compose() -> Compose:
-    return load_yaml(ROOT / "docker-compose.yml")
+    loaded: Compose = load_yaml(ROOT / "docker-compose.yml")
+    return loaded
 
 
 @pytest.fixture(scope="module")
 def prometheus() -> dict[str, Any]:
-    return load_yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    loaded: dict[str, Any] = load_yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")
+    return loaded
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -333,7 +335,9 @@ def _set(path: str, value: Any) -> Callable[[Compose], None]:
     return mutate
 
 
-MUTATIONS = {
+Mutate = Callable[[Compose], None]
+Check = Callable[[Compose, dict[str, Any]], list[str]]
+MUTATIONS: dict[str, tuple[Mutate, Check]] = {
     "typo in a variable name": (
         _set("services.detector.environment.FACESEARCH_DETECTOR_GRCP_PORT", "50052"),
         lambda c, p: env_problems(c, "detector"),

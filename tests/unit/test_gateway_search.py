@@ -4,8 +4,9 @@ the detector rejected carries the warning, and each face its people; a bad calib
 stops the gateway's start as a bad setting does (status 2)."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import pytest
 from gateway_fakes import GATEWAY, fake_backends, gateway_servicer
 
@@ -15,7 +16,7 @@ from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2, events_pb2, internal_pb2
 from facesearch.records import Match, Rejection
 from facesearch_services.gateway import main as gateway_main
-from facesearch_services.gateway.servicer import Backends
+from facesearch_services.gateway.backends import Backends
 
 POINTS = {1e-2: 0.25, 1e-3: 0.5, 1e-4: 0.75}  # not the built-in calibration's
 TOO_SMALL = Rejection("too_small", 9.5, 12.0)
@@ -64,7 +65,8 @@ def backends(results: list[list[Match]], rejections: list[Rejection | None]) -> 
 def search(results: list[list[Match]], rejections: list[Rejection | None]) -> Any:
     servicer = gateway_servicer(backends(results, rejections), points=POINTS)
     request = api_pb2.SearchRequest(image=b"query", top_k=5)
-    return servicer.Search(request, Context())
+    context = cast(grpc.ServicerContext, Context())  # a stand-in that has only a deadline
+    return servicer.Search(request, context)
 
 
 def test_search_answers_decisions_warnings_and_people() -> None:

@@ -8,12 +8,10 @@ import pytest
 
 from facesearch.cli import output
 from facesearch.cli.main import show_found
-from facesearch.faces import Rejection
 from facesearch.identities import assign_labels, by_person, label_by_name, people_of
 from facesearch.indexing import InputFile
-from facesearch.records import Match
-from facesearch.rpc.client import Found
-from facesearch.searching import QueryFace
+from facesearch.records import Match, Rejection
+from facesearch.searching import Found, QueryFace
 
 
 def match(score: float, label: str, image: str = "a", face_index: int = 0) -> Match:

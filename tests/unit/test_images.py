@@ -53,7 +53,7 @@ def assert_bgr8(array: np.ndarray, height: int, width: int) -> None:
     assert array.flags["C_CONTIGUOUS"]
 
 
-def assert_close(pixel: np.ndarray, expected: np.ndarray, tolerance: int = 0) -> None:
+def assert_close(pixel: np.ndarray, expected: np.ndarray | list[int], tolerance: int = 0) -> None:
     difference = np.abs(pixel.astype(int) - np.asarray(expected, dtype=int))
     assert difference.max() <= tolerance, f"{pixel} is not {expected} (+-{tolerance})"
 

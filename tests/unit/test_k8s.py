@@ -228,7 +228,7 @@ def test_missing_tools_fail_with_what_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FACESEARCH_K8S_TOOLS", str(tmp_path))
-    with pytest.raises(ToolsMissing, match="run scripts/setup"):
+    with pytest.raises(ToolsMissing, match="run scripts/setup-dev"):
         Tools.find()
     (tmp_path / "tools.env").write_text("KUSTOMIZE_VERSION=v0.0.1\n")
     with pytest.raises(ToolsMissing, match=r"KUSTOMIZE_VERSION=v0\.0\.1"):

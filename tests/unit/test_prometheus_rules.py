@@ -2,7 +2,7 @@
 unit tests (``promtool test rules deploy/prometheus/tests/*.yml``), every rule reads only
 metrics that exist, and every alert is tested, explained and linked to its runbook section.
 
-promtool is Debian's (scripts/install-prometheus, run by scripts/setup); without it these tests
+promtool is Debian's (scripts/install-prometheus, run by scripts/setup-dev); without it these tests
 fail rather than skip. Mutated copies show that each check catches the mistake it is for, with
 a message that names the file.
 """
@@ -27,7 +27,7 @@ def promtool(*args: str | Path, cwd: Path = ROOT) -> list[str]:
     """Run promtool; its output as the one problem when it fails (promtool names the file)."""
     command = shutil.which("promtool")
     if command is None:
-        pytest.fail("promtool is missing: run scripts/setup (it installs Debian's prometheus)")
+        pytest.fail("promtool is missing: run scripts/setup-dev (it installs Debian's prometheus)")
     done = subprocess.run(
         [command, *(str(a) for a in args)],
         cwd=cwd,

@@ -27,7 +27,9 @@ class SlowStartEmbedder(internal_pb2_grpc.EmbedderServicer):
         self.model: Pending[str] = Pending()
 
     @translate_errors
-    def Embed(self, request: internal_pb2.EmbedRequest, context: grpc.ServicerContext) -> object:
+    def Embed(
+        self, request: internal_pb2.EmbedRequest, context: grpc.ServicerContext
+    ) -> internal_pb2.EmbedResponse:
         return internal_pb2.EmbedResponse(model=self.model.get())
 
 

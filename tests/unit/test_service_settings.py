@@ -1,4 +1,4 @@
-"""The services' settings from the environment: defaults as DESIGN's table, overrides, the
+"""The services' settings from the environment: defaults as in docs/architecture.md, overrides, the
 required broker and gateway addresses refused by name, and the list of names each reads."""
 
 import pytest

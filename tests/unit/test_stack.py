@@ -1,6 +1,6 @@
-"""``facesearch.stack`` without Kafka or the real services: pid files, which pids it will signal,
-the status of a stack that is not running, the environment each service gets, and the start /
-stop life cycle with stand-in services (small processes that serve grpc.health.v1 on
+"""``facesearch.devstack.stack`` without Kafka or the real services: pid files, which pids it
+will signal, the status of a stack that is not running, the environment each service gets, and
+the start / stop life cycle with stand-in services (small processes that serve grpc.health.v1 on
 127.0.0.1, as the real ones do)."""
 
 import json
@@ -170,7 +170,6 @@ def test_status_of_a_stack_that_is_not_running(tmp_path: Path) -> None:
     assert gateway.metrics_port == int(stack.env["FACESEARCH_GATEWAY_METRICS_PORT"])
     assert gateway.log == str(stack.root / "logs" / "gateway.log")
     json.dumps([c.to_json() for c in components])
-    assert not stack.is_up()
 
 
 def test_a_stale_pid_file_counts_as_not_running(tmp_path: Path) -> None:

@@ -216,7 +216,12 @@ def test_closing_a_prefetch_early_with_a_full_buffer_does_not_hang() -> None:
     assert next(reader) == 0
     time.sleep(0.2)  # the thread fills the buffer and waits to put more
     done = threading.Event()
-    closer = threading.Thread(target=lambda: (reader.close(), done.set()), daemon=True)
+
+    def close() -> None:
+        reader.close()
+        done.set()
+
+    closer = threading.Thread(target=close, daemon=True)
     closer.start()
     assert done.wait(5), "closing the prefetch hung"
 

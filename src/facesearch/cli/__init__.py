@@ -1,1 +1,1 @@
-"""Layer 7, the ``facesearch`` command line (``main``) and its output. Nothing imports it."""
+"""Tier 6, the ``facesearch`` command line (``main``) and its output. Nothing imports it."""

@@ -12,13 +12,13 @@ from typing import Any, Protocol, TypeVar
 import click
 from tqdm import tqdm
 
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch.calibration import LFW_THRESHOLD, points_for
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
-from facesearch.rpc.client import Found, GatewayClient, GatewayIndexer
-from facesearch.searching import search_image
+from facesearch.rpc.client import GatewayClient, GatewayIndexer
+from facesearch.searching import Found, LocalSteps, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import QdrantFaceStore
 
@@ -85,12 +85,14 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """The models and the Qdrant index in this process."""
+    """The models and the Qdrant index in this process; decisions at the operating points of
+    FACESEARCH_CALIBRATION, read once here."""
 
     def __init__(self, settings: CoreSettings, models: FaceModels, store: QdrantFaceStore) -> None:
         self.settings = settings
         self.models = models
         self.store = store
+        self.points = points_for(settings.calibration)
 
     def index(
         self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
@@ -100,10 +102,8 @@ class EmbeddedBackend:
 
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         threshold = LFW_THRESHOLD if threshold is None else threshold
-        faces = search_image(
-            data, self.models, self.store, self.settings, top_k, threshold, filters
-        )
-        return Found(faces, self.models.model_id, threshold)
+        steps = LocalSteps(self.models, self.store, self.settings)
+        return search_image(steps, data, top_k, threshold, filters, self.points)
 
     def delete(self, selector: Selector) -> tuple[int, int]:
         return self.store.delete(selector)

@@ -29,7 +29,7 @@ from facesearch.cli.video import show_frame
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id
 from facesearch.records import Filters, Selector
-from facesearch.rpc.client import Found
+from facesearch.searching import Found
 from facesearch.settings import CoreSettings
 
 __all__ = ["cli", "demo_photos", "main"]

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from facesearch.calibration import decide
 from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
 from facesearch.records import Box, Match, Rejection, StoreStats
@@ -34,13 +33,7 @@ def match_json(match: Match) -> dict[str, Any]:
     if not match.video_id:  # a still image's JSON stays as it was
         for key in _VIDEO_FIELDS:
             data.pop(key)
-    data["decision"] = decision_of(match)
     return data
-
-
-def decision_of(match: Match) -> str:
-    """The gateway's decision, else (embedded) the score's at the active calibration."""
-    return match.decision or decide(match.score)
 
 
 def query_face_json(face: QueryFace) -> dict[str, Any]:
@@ -73,9 +66,8 @@ def print_matches(matches: list[Match], indent: str = "  ", names_only: bool = F
     for m in matches:
         label = m.label or "-"
         place = (Path(where(m)).name if names_only else where(m)) + when(m)
-        decision = decision_of(m)
         click.echo(
-            f"{indent}{m.score:6.3f}  {decision:<8}  {label:<16} {box_text(m.box):<24} {place}"
+            f"{indent}{m.score:6.3f}  {m.decision:<8}  {label:<16} {box_text(m.box):<24} {place}"
         )
 
 

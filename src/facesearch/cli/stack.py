@@ -1,6 +1,6 @@
 """``facesearch stack up | down | status``: the local stack (a Kafka broker and the four
 services) as background processes of one data folder. Wiring only; the work is in
-``facesearch.stack``."""
+``facesearch.devstack.stack``."""
 
 import logging
 import sys

@@ -14,7 +14,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD, similarity_to_distance
+from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD
 from facesearch.cli import output
 from facesearch.cli.common import (
     EXIT_PARTIAL,
@@ -25,7 +25,7 @@ from facesearch.cli.common import (
     json_option,
     run_index,
 )
-from facesearch.compare import result_lines
+from facesearch.compare import known_within, result_lines
 from facesearch.errors import FaceSearchError, NoFaceError, TransientError
 from facesearch.evaluation import FAR, LfwReport, evaluate_lfw
 from facesearch.indexing import collect_inputs
@@ -146,7 +146,7 @@ def run_compare(
     for item in inputs:
         try:
             rows = comparer.similarities(known, item.path.read_bytes())
-            per_face = [within(names, row, tolerance) for row in rows]
+            per_face = [known_within(names, row, tolerance) for row in rows]
         except NoFaceError:
             per_face = []
         except TransientError:
@@ -161,14 +161,6 @@ def run_compare(
         for line in result_lines(str(item.path), per_face, show_distance):
             click.echo(line)
     return failed
-
-
-def within(
-    names: list[str], similarities: list[float], tolerance: float
-) -> list[tuple[str, float]]:
-    """(name, distance) of every known face at most ``tolerance`` away, in the known order."""
-    distances = (similarity_to_distance(s) for s in similarities)
-    return [(name, d) for name, d in zip(names, distances, strict=True) if d <= tolerance]
 
 
 def load_known(comparer: Comparer[H], known_dir: Path) -> tuple[list[str], list[H]]:

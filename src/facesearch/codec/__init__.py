@@ -1,2 +1,2 @@
-"""Layer 2, conversions: Kafka events (``events``) and public API messages (``api``) to and from
+"""Tier 2, conversions: Kafka events (``events``) and public API messages (``api``) to and from
 the core's records. Imports the core and the generated ``facesearch.proto`` only."""

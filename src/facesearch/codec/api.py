@@ -1,6 +1,6 @@
 """The core's records and the messages of the public and internal APIs (api.proto,
 internal.proto), both ways: records to messages for the servers, messages to records for the
-clients (facesearch.client), one function per message, so every side converts alike."""
+clients (facesearch.rpc.client), one function per message, so every side converts alike."""
 
 from collections.abc import Mapping
 from dataclasses import asdict

@@ -26,6 +26,7 @@ from typing import Any
 
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.errors import ConfigError, FaceSearchError
+from facesearch.settings import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ STOP_TIMEOUT_S = 20.0
 # Small heap: the broker shares a 2-core development machine with the services and the tests.
 JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20")
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by facesearch.broker: everything to stdout, which goes to broker.log. -->
+<!-- Written by facesearch.devstack.broker: everything to stdout, which goes to broker.log. -->
 <Configuration status="warn">
   <Appenders>
     <Console name="stdout" target="SYSTEM_OUT">
@@ -245,16 +246,18 @@ class Broker:
             "num.network.threads": "2",
             "num.io.threads": "4",
             # Images travel inline in the events, up to the core's 50 MiB limit (the services'
-            # producers and consumers allow as much: streaming.MAX_MESSAGE_BYTES).
-            "message.max.bytes": "67108864",
-            "replica.fetch.max.bytes": "67108864",
+            # producers and consumers allow as much: settings.MAX_MESSAGE_BYTES).
+            "message.max.bytes": str(MAX_MESSAGE_BYTES),
+            "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
         }
 
     def write_config(self) -> None:
         """Write ``server.properties`` and ``log4j2.xml`` into the data folder."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"{key}={value}" for key, value in self.server_properties().items()]
-        self.config_path.write_text("# Written by facesearch.broker\n" + "\n".join(lines) + "\n")
+        self.config_path.write_text(
+            "# Written by facesearch.devstack.broker\n" + "\n".join(lines) + "\n"
+        )
         (self.data_dir / "log4j2.xml").write_text(LOG4J2_XML)
 
     def start(self) -> None:
@@ -342,8 +345,8 @@ class Broker:
         # Another broker may hold the port: only an answer with our cluster id counts.
         # kafka-python is imported here, when a broker is probed: at import it loads a hundred
         # protocol schemas and warns about each (a DeprecationWarning of importlib.resources).
-        from kafka import KafkaAdminClient  # type: ignore[import-untyped]
-        from kafka.errors import KafkaError  # type: ignore[import-untyped]
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
 
         try:
             admin = KafkaAdminClient(

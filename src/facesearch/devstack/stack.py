@@ -1,4 +1,4 @@
-"""The local stack (DESIGN's second way to run): the Kafka broker of ``facesearch.broker`` and the
+"""The local stack (docs/architecture.md): the Kafka broker of ``devstack.broker`` and the
 four services, each ``python -m facesearch_services.<name>``, as background processes of one
 data folder.
 
@@ -9,7 +9,7 @@ Layout under the data folder (the CLI's home):
     stack/<name>.pid        the pid of each running service
     qdrant/                 the index: the search service opens the one embedded mode uses
 
-Services read their settings from the environment as everywhere else (``service_settings``);
+Services read their settings from the environment as everywhere else (``rpc.settings``);
 the stack adds only what ties them together: the broker's address, loopback hosts, the
 gateway's addresses of the others, the index path and FACESEARCH_HOME. Linux only (/proc).
 """
@@ -345,9 +345,6 @@ class Stack:
         broker = self.broker()
         env = self.compose_env(broker.bootstrap)
         return [self._kafka_status(broker), *(self._service_status(n, env) for n in SERVICES)]
-
-    def is_up(self) -> bool:
-        return all(c.health == SERVING for c in self.status())
 
     def _kafka_status(self, broker: Broker) -> ComponentStatus:
         pid = broker.running_pid()

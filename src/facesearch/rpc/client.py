@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import NamedTuple, Self, TypeVar
+from typing import Self, TypeVar
 
 import grpc
 
@@ -23,11 +23,12 @@ from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
 from facesearch.rpc import edge as rpc
-from facesearch.searching import QueryFace
+from facesearch.searching import Found
+from facesearch.settings import MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
 BATCH_IMAGES = 32  # images per IndexImages call: each call gets its own deadline
-BATCH_BYTES = 64 * 1024 * 1024
+BATCH_BYTES = MAX_MESSAGE_BYTES  # and so each call fits in a gRPC message
 STATUS_NAMES = {
     api_pb2.IMAGE_STATUS_QUEUED: "queued",
     api_pb2.IMAGE_STATUS_INDEXED: "indexed",
@@ -67,14 +68,6 @@ class ImageState:
     record: ImageRecord | None = None
     faces: list[FaceInfo] = field(default_factory=list)
     error: str = ""
-
-
-class Found(NamedTuple):
-    """A search's answer: every query face with its matches, the model and the threshold."""
-
-    faces: list[QueryFace]
-    model: str
-    threshold: float
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,10 @@ import grpc
 from facesearch import errors
 from facesearch.errors import FaceSearchError, TransientError
 from facesearch.metrics import RpcMetrics
+from facesearch.settings import MAX_MESSAGE_BYTES
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Inline images go up to the core's 50 MiB limit; gRPC's own default is 4 MiB. A service's
-# server and its channels take FACESEARCH_GRPC_MAX_MESSAGE_BYTES; clients use this default.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def message_options(max_bytes: int) -> list[tuple[str, int]]:
@@ -29,6 +26,8 @@ def message_options(max_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+# A service's server and its channels take FACESEARCH_GRPC_MAX_MESSAGE_BYTES; clients use the
+# default.
 MESSAGE_OPTIONS = message_options(MAX_MESSAGE_BYTES)
 
 STATUS_OF_CODE = {

@@ -15,9 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from facesearch.settings import CoreSettings, EnvReader
-
-MIB = 1024 * 1024
+from facesearch.settings import MAX_MESSAGE_BYTES, CoreSettings, EnvReader
 
 
 @dataclass(frozen=True)
@@ -26,9 +24,9 @@ class KafkaSettings:
     images_topic: str = "facesearch.images.v1"
     faces_topic: str = "facesearch.faces.v1"
     embeddings_topic: str = "facesearch.embeddings.v1"
-    # Images travel inline up to the core's 50 MiB limit, so the broker, producers and
-    # consumers all allow messages this large (the broker's own default is 1 MiB).
-    max_message_bytes: int = 64 * MIB
+    # The broker, producers and consumers all allow messages this large (the broker's own
+    # default is 1 MiB).
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     @classmethod
     def read(cls, reader: EnvReader) -> "KafkaSettings":
@@ -55,9 +53,8 @@ class ServerSettings:
     metrics_port: int
     drain_s: float
     group_id: str  # its Kafka consumer group ("" for the gateway, which consumes nothing)
-    # The largest gRPC message it receives or sends; inline images go up to the core's 50 MiB
-    # limit, so the default is above it (gRPC's own is 4 MiB).
-    max_message_bytes: int = 64 * MIB
+    # The largest gRPC message it receives or sends (gRPC's own default is 4 MiB).
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     @property
     def grpc_address(self) -> str:

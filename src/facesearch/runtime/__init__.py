@@ -1,2 +1,2 @@
-"""Layer 5, a service process: its gRPC server, its stream workers, health, metrics endpoint
-and signal handling (``service``). The only layer that joins the Kafka loop and the gRPC edge."""
+"""Tier 4, a service process: its gRPC server, its stream workers, health, metrics endpoint
+and signal handling (``service``). The only one that joins the Kafka loop and the gRPC edge."""

@@ -1,5 +1,5 @@
 """One service process: its gRPC server (with grpc.health.v1, and reflection for the gateway),
-its Prometheus endpoint, and DESIGN's shutdown on SIGTERM. Each ``services/<name>/main.py``
+its Prometheus endpoint, and the shutdown of docs/architecture.md. Each ``services/<name>/main.py``
 builds its servicer and stream worker and hands them to ``ServiceRuntime``.
 
 Life of a process: ``start()`` serves health as NOT_SERVING while models and clients load;
@@ -115,10 +115,6 @@ class ServiceRuntime:
             return
         while not self._stopping:
             time.sleep(WAIT_SLICE_S)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` (before ``serve()``: a dependency's backoff); False as soon

@@ -1,4 +1,4 @@
-"""The one consume-process-produce loop of the services, with DESIGN's delivery guarantees.
+"""The services' one consume-process-produce loop, with docs/architecture.md's delivery guarantees.
 
 A handler is a pure function from messages to the messages they produce: a ``Handler`` takes
 one record; a ``BatchHandler`` takes a micro-batch (the embedder embeds the crops of many
@@ -23,28 +23,33 @@ the thin Kafka shell around either (it runs a ``Handler`` through ``batched``):
   and ``run`` ends with a ``DeliveryError``;
 - any other exception ends ``run`` (the records not committed are delivered again).
 
+The worker makes its clients with the factories it is given (``kafka_consumer_factory`` and
+``kafka_producer_factory`` by default), so a test hands in fakes; it subscribes each consumer
+itself.
+
 Delivery is at least once: handlers must be idempotent.
 """
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import (  # type: ignore[import-untyped]
+from kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
     KafkaProducer,
     TopicPartition,
 )
-from kafka.errors import (  # type: ignore[import-untyped]
+from kafka.errors import (
     CommitFailedError,
     KafkaError,
     KafkaTimeoutError,
     RebalanceInProgressError,
 )
-from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
 from facesearch.errors import (
@@ -57,6 +62,7 @@ from facesearch.errors import (
     TransientError,
 )
 from facesearch.metrics import StreamMetrics
+from facesearch.settings import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,11 @@ Handler = Callable[[bytes | None, bytes], Iterable[Message]]
 # poison.
 Outcome = Iterable[Message] | FaceSearchError
 BatchHandler = Callable[[list[Message]], list[Outcome]]
+# Each call makes a new client: a consumer not yet subscribed (the worker calls its
+# partitions_for_topic, subscribe, poll, assignment, highwater, position, end_offsets, pause,
+# resume, seek, commit and close), or a producer (send, flush and close), as kafka-python's.
+ConsumerFactory = Callable[[], Any]
+ProducerFactory = Callable[[], Any]
 
 DLQ_SUFFIX = ".dlq"
 RECORD_OVERHEAD_BYTES = 1024  # a record's framing and headers, within the producer's limit
@@ -86,10 +97,47 @@ CLOSE_TIMEOUT_S = 10.0
 # consumer's fetches have stopped, and a new consumer replaces it (``StreamWorker._unfetched``).
 STUCK_S = 10.0
 SLEEP_SLICE_S = 0.05  # how often a backoff looks at the stop flag
-# Images travel inline in the events, up to the core's 50 MiB limit plus the event around it.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_POLL_RECORDS = 100  # the most records one poll returns, by default
 # Faults of the service, not of the message: dead-lettering would lose good messages.
 NOT_POISON = (ConfigError, ModelError, StoreError)
+
+
+def kafka_consumer_factory(
+    bootstrap: str,
+    group_id: str,
+    *,
+    max_poll_records: int = MAX_POLL_RECORDS,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> ConsumerFactory:
+    """Makes kafka-python consumers of the group, committing only when told."""
+    return functools.partial(
+        KafkaConsumer,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_poll_records,
+        max_partition_fetch_bytes=max_message_bytes,
+        fetch_max_bytes=max_message_bytes,
+        # With kafka-python 3.0's incremental fetch sessions a partition's newer records were
+        # seen never to arrive (the poison-in-a-batch test stalled in the first run of 3 out
+        # of 4 series); with full fetch requests, which cost a little bandwidth, it has not.
+        enable_incremental_fetch_sessions=False,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+    )
+
+
+def kafka_producer_factory(
+    bootstrap: str, *, max_message_bytes: int = MAX_MESSAGE_BYTES
+) -> ProducerFactory:
+    """Makes kafka-python producers acknowledged by every in-sync replica."""
+    return functools.partial(
+        KafkaProducer,
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=max_message_bytes,
+        delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
+    )
 
 
 def dlq_topic(input_topic: str) -> str:
@@ -169,6 +217,11 @@ class StreamWorker:
     is safe from a signal handler or another thread, and ``run()`` returns within about
     ``poll_timeout_ms`` (or the handler call in progress). The counters are plain attributes,
     written by ``run()`` only.
+
+    ``consumer_factory`` and ``producer_factory`` make its clients (one producer per ``run()``,
+    a consumer per member of the group it becomes); by default kafka-python's, made by
+    ``kafka_consumer_factory`` and ``kafka_producer_factory`` from ``bootstrap``, ``group_id``,
+    ``batch`` and ``max_message_bytes``.
     """
 
     def __init__(
@@ -185,11 +238,13 @@ class StreamWorker:
         max_retries: int = 3,
         backoff_s: float = 0.2,
         pause_s: float = 5.0,
-        batch: int = 100,
+        batch: int = MAX_POLL_RECORDS,
         poll_timeout_ms: int = 500,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         metrics: StreamMetrics | None = None,
         stuck_s: float = STUCK_S,
+        consumer_factory: ConsumerFactory | None = None,
+        producer_factory: ProducerFactory | None = None,
     ) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError(f"max_batch {max_batch} must be >= 1, max_wait_s {max_wait_s} >= 0")
@@ -207,6 +262,12 @@ class StreamWorker:
         self.poll_timeout_ms = poll_timeout_ms
         self.max_message_bytes = max_message_bytes
         self.stuck_s = stuck_s
+        self._new_consumer = consumer_factory or kafka_consumer_factory(
+            bootstrap, group_id, max_poll_records=batch, max_message_bytes=max_message_bytes
+        )
+        self._new_producer = producer_factory or kafka_producer_factory(
+            bootstrap, max_message_bytes=max_message_bytes
+        )
         # A service passes the metrics of its default registry; elsewhere they go unexported.
         self.metrics = metrics or StreamMetrics(CollectorRegistry())
         self.consumed = 0  # records done: processed or dead-lettered
@@ -236,12 +297,7 @@ class StreamWorker:
 
     def run(self) -> None:
         """Consume until ``stop()``; raise ``DeliveryError`` if the broker refuses an output."""
-        producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            max_request_size=self.max_message_bytes,
-            delivery_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
-        )
+        producer = self._new_producer()
         try:
             while True:
                 consumer = self._consumer()
@@ -259,20 +315,7 @@ class StreamWorker:
 
     def _consumer(self) -> Any:
         """A new member of the group, subscribed to the input topic."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.batch,
-            max_partition_fetch_bytes=self.max_message_bytes,
-            fetch_max_bytes=self.max_message_bytes,
-            # With kafka-python 3.0's incremental fetch sessions a partition's newer records were
-            # seen never to arrive (the poison-in-a-batch test stalled in the first run of 3 out
-            # of 4 series); with full fetch requests, which cost a little bandwidth, it has not.
-            enable_incremental_fetch_sessions=False,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-        )
+        consumer = self._new_consumer()
         try:
             # Know the topic's partitions before joining the group: a member that joins first
             # is given nothing, and kafka-python 3.0's rejoin after the metadata arrives was

@@ -38,7 +38,14 @@ from facesearch.records import (
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
 FRAMES_COLLECTION = "video_frames"
-_INDEXED_FIELDS = ("image_id", "label", "source_uri", "collection")
+KEYWORD, INTEGER = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.INTEGER
+# Payload indexes of a server, by field: what filters, deletes and facets look at.
+_FACE_INDEXES = {name: KEYWORD for name in ("image_id", "label", "source_uri", "collection")}
+_IMAGE_INDEXES = {
+    **{name: KEYWORD for name in ("image_id", "label", "source_uri", "model")},
+    "faces": INTEGER,
+}
+_FRAME_INDEXES = {"video_id": KEYWORD, "model": KEYWORD}
 T = TypeVar("T", bound=Callable[..., Any])
 MAX_FACES_LISTED = 1000  # above the detector's per-image limit
 
@@ -84,7 +91,9 @@ class QdrantFaceStore:
     def open(cls, model_id: str, dim: int, path: Path, url: str = "") -> "QdrantFaceStore":
         try:
             if url:
-                client = QdrantClient(url=url, timeout=30)
+                # The client's version check only warns (this client is ahead of the servers it
+                # is tested with, v1.18); the store's own calls fail clearly when unsupported.
+                client = QdrantClient(url=url, timeout=30, check_compatibility=False)
             else:
                 path.mkdir(parents=True, exist_ok=True)
                 client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
@@ -123,19 +132,26 @@ class QdrantFaceStore:
                 self.collection,
                 vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
             )
-            if not local:
-                for name in _INDEXED_FIELDS:
-                    self.client.create_payload_index(
-                        self.collection, name, models.PayloadSchemaType.KEYWORD
-                    )
         for name in (IMAGES_COLLECTION, FRAMES_COLLECTION):
             if name not in existing:
                 self.client.create_collection(name, vectors_config={})
-                if name == FRAMES_COLLECTION and not local:
-                    self.client.create_payload_index(
-                        name, "video_id", models.PayloadSchemaType.KEYWORD
-                    )
+        if not local:
+            self._ensure_indexes()
         self._ensure_alias()
+
+    def _ensure_indexes(self) -> None:
+        """A server's payload indexes on the fields filters and facets use (a facet needs one;
+        local mode has none and scans). Idempotent: only the missing ones are created."""
+        wanted = {
+            self.collection: _FACE_INDEXES,
+            IMAGES_COLLECTION: _IMAGE_INDEXES,
+            FRAMES_COLLECTION: _FRAME_INDEXES,
+        }
+        for collection, fields in wanted.items():
+            have = self.client.get_collection(collection).payload_schema
+            for field, schema in fields.items():
+                if field not in have:
+                    self.client.create_payload_index(collection, field, schema, wait=True)
 
     def _ensure_alias(self) -> None:
         if FACES_ALIAS not in {a.alias_name for a in self.client.get_aliases().aliases}:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from facesearch.cli.main import demo_photos
 from facesearch.devstack.broker import Broker, free_port, jars_ready
+from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
 from facesearch.devstack.stack import SERVICES
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
@@ -74,6 +75,19 @@ def analyzed(
         image = analyze(path.read_bytes(), face_models, settings)
         result[name] = (image, embed(face_models, image))
     return result
+
+
+@pytest.fixture(scope="session")
+def qdrant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantServer]:
+    """A real Qdrant server (QDRANT_BIN, else ../shared/bin/qdrant, else qdrant on PATH) on free
+    ports, with its storage in a temporary folder, for the whole session. Where there is no
+    binary (a user's laptop) the tests that need it skip, naming where it was looked for."""
+    binary = find_binary(os.environ)
+    if binary is None:
+        pytest.skip(f"no Qdrant server binary: set QDRANT_BIN, or put one at {SHARED_BINARY}")
+    folder = tmp_path_factory.mktemp("qdrant-server")
+    with QdrantServer(binary, folder, free_port(), free_port()) as server:
+        yield server
 
 
 @pytest.fixture

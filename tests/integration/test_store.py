@@ -1,11 +1,14 @@
-"""The store contract on a real Qdrant in local mode, with real embeddings of real photos."""
+"""The store contract, with real embeddings of real photos, on every backend: Qdrant in
+qdrant-client's local mode, and a real Qdrant server (started by the ``qdrant_server`` fixture;
+these skip where there is no binary). Each test starts from an empty index."""
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 
 from facesearch.errors import StoreError
 from facesearch.models import FaceModels
@@ -37,14 +40,44 @@ def records(
     return to_records(image, vectors, meta, model_id)
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "qdrant"
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's index lives: a local-mode folder, or a server (``url``)."""
+
+    path: Path
+    url: str = ""
+
+    @property
+    def location(self) -> str:
+        return self.url or str(self.path)
+
+    def open(self, model_id: str, dim: int) -> QdrantFaceStore:
+        return QdrantFaceStore.open(model_id, dim, self.path, self.url)
+
+
+@pytest.fixture(params=["local", "server"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "local":
+        yield Backend(tmp_path / "qdrant")
+        return
+    url = request.getfixturevalue("qdrant_server").url
+    yield Backend(tmp_path / "unused", url)
+    wipe(url)
+
+
+def wipe(url: str) -> None:
+    """Every collection and alias of the server gone: the next test starts empty."""
+    client = QdrantClient(url=url, check_compatibility=False)
+    try:
+        for collection in client.get_collections().collections:
+            client.delete_collection(collection.name)
+    finally:
+        client.close()
 
 
 @pytest.fixture
-def store(face_models: FaceModels, store_path: Path) -> Iterator[QdrantFaceStore]:
-    opened = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+def store(face_models: FaceModels, backend: Backend) -> Iterator[QdrantFaceStore]:
+    opened = backend.open(face_models.model_id, face_models.dim)
     yield opened
     opened.close()
 
@@ -249,7 +282,7 @@ def test_delete_with_an_empty_selector_is_refused(
 
 
 def test_stats_counts_images_faces_and_labels(
-    store: QdrantFaceStore, store_path: Path, analyzed: Analyzed, grey: tuple[Item, ...]
+    store: QdrantFaceStore, backend: Backend, analyzed: Analyzed, grey: tuple[Item, ...]
 ) -> None:
     store.put_images(
         [
@@ -269,7 +302,7 @@ def test_stats_counts_images_faces_and_labels(
     assert stats.labels == {"alice": 2, "bob": 1}
     assert stats.model == store.model_id
     assert stats.collection == faces_collection_name(store.model_id)
-    assert stats.location == str(store_path)
+    assert stats.location == backend.location
 
 
 @pytest.fixture
@@ -281,16 +314,16 @@ def grey(face_models: FaceModels) -> tuple[Item, ...]:
     return (to_records(image, empty, meta, face_models.model_id),)
 
 
-def test_an_index_reopened_from_disk_keeps_everything(
-    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+def test_an_index_reopened_keeps_everything(
+    face_models: FaceModels, backend: Backend, analyzed: Analyzed
 ) -> None:
-    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    store = backend.open(face_models.model_id, face_models.dim)
     image, faces = records(analyzed, "t1", store.model_id, label="family")
     store.put_images([(image, faces)])
     before = store.stats()
     store.close()
 
-    reopened = QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    reopened = backend.open(face_models.model_id, face_models.dim)
     try:
         assert reopened.stats() == before
         assert reopened.get_image(image.image_id) == image
@@ -302,33 +335,33 @@ def test_an_index_reopened_from_disk_keeps_everything(
 
 
 def test_opening_an_index_with_another_model_is_refused(
-    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+    face_models: FaceModels, backend: Backend, analyzed: Analyzed
 ) -> None:
-    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store = backend.open("model-a", face_models.dim)
     store.put_images([records(analyzed, "gdp", "model-a")])
     store.close()
 
     with pytest.raises(StoreError) as refused:
-        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+        backend.open("model-b", face_models.dim)
 
     message = str(refused.value)
     assert "holds faces of model-a" in message
     assert "the configured model is model-b" in message
-    assert str(store_path) in message
+    assert backend.location in message
 
 
 def test_a_refused_open_releases_the_data_directory(
-    face_models: FaceModels, store_path: Path, analyzed: Analyzed
+    face_models: FaceModels, backend: Backend, analyzed: Analyzed
 ) -> None:
     """The caller keeps the error (as a service that logs or reports it does): the refused
     store must not keep the directory locked meanwhile."""
-    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store = backend.open("model-a", face_models.dim)
     store.put_images([records(analyzed, "gdp", "model-a")])
     store.close()
     with pytest.raises(StoreError, match="model-a") as refused:
-        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+        backend.open("model-b", face_models.dim)
 
-    again = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    again = backend.open("model-a", face_models.dim)
     try:
         assert again.stats().faces == 5
     finally:
@@ -337,15 +370,15 @@ def test_a_refused_open_releases_the_data_directory(
 
 
 def test_a_refused_open_leaves_the_index_as_it_was(
-    face_models: FaceModels, store_path: Path
+    face_models: FaceModels, backend: Backend
 ) -> None:
-    store = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    store = backend.open("model-a", face_models.dim)
     store.close()
 
     with pytest.raises(StoreError, match="model-a"):
-        QdrantFaceStore.open("model-b", face_models.dim, store_path)
+        backend.open("model-b", face_models.dim)
 
-    again = QdrantFaceStore.open("model-a", face_models.dim, store_path)
+    again = backend.open("model-a", face_models.dim)
     try:
         names = {c.name for c in again.client.get_collections().collections}
         aliases = {a.alias_name: a.collection_name for a in again.client.get_aliases().aliases}
@@ -355,11 +388,17 @@ def test_a_refused_open_leaves_the_index_as_it_was(
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
 
 
-def test_a_second_open_of_a_path_in_use_is_refused_with_a_clear_error(
-    store: QdrantFaceStore, store_path: Path, face_models: FaceModels
+def test_a_second_open_of_a_local_folder_in_use_is_refused_with_a_clear_error(
+    tmp_path: Path, face_models: FaceModels
 ) -> None:
-    with pytest.raises(StoreError, match="in use by another facesearch process"):
-        QdrantFaceStore.open(face_models.model_id, face_models.dim, store_path)
+    """Local mode only (one process per folder); a server takes any number of clients."""
+    path = tmp_path / "qdrant"
+    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, path)
+    try:
+        with pytest.raises(StoreError, match="in use by another facesearch process"):
+            QdrantFaceStore.open(face_models.model_id, face_models.dim, path)
+    finally:
+        store.close()
 
 
 def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(

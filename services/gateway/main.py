@@ -38,9 +38,15 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
     # Bounded, as the stream workers' close: the stack SIGKILLs a gateway that drains too long.
     stack.callback(producer.close, timeout=CLOSE_TIMEOUT_S)
 
-    options = message_options(settings.server.max_message_bytes)
+    # Round robin: a service given as several addresses (search replicas), or as a DNS name
+    # with several addresses, has its calls spread over all of them, not pinned to one.
+    options = [
+        *message_options(settings.server.max_message_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
 
-    def channel(target: str) -> grpc.Channel:
+    def channel(addresses: str) -> grpc.Channel:
+        target = grpc_target(addresses)
         return stack.enter_context(grpc.insecure_channel(target, options=options))
 
     failures = RecentIds(REMEMBERED_IMAGES)
@@ -67,6 +73,13 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
         record_queued=record,
         record_matches=work.search_matches.observe,
     )
+
+
+def grpc_target(addresses: str) -> str:
+    """The gRPC target of ``HOST:PORT``, or of a comma-separated list of IPv4 ``HOST:PORT``s
+    (gRPC's ``ipv4:`` scheme)."""
+    parts = [part.strip() for part in addresses.split(",") if part.strip()]
+    return parts[0] if len(parts) == 1 else "ipv4:" + ",".join(parts)
 
 
 def serve() -> int:

@@ -118,8 +118,7 @@ class QdrantFaceStore:
         self.client.close()
 
     def _ensure_collections(self, local: bool) -> None:
-        aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
-        target = aliases.get(FACES_ALIAS, self.collection)
+        target = self._aliases().get(FACES_ALIAS, self.collection)
         if target != self.collection:
             raise StoreError(
                 f"the index at {self.location} holds faces of {target.removeprefix('faces__')}, "
@@ -128,16 +127,23 @@ class QdrantFaceStore:
             )
         existing = {c.name for c in self.client.get_collections().collections}
         if self.collection not in existing:
-            self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
-            )
+            vectors = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
+            self._create_collection(self.collection, vectors)
         for name in (IMAGES_COLLECTION, FRAMES_COLLECTION):
             if name not in existing:
-                self.client.create_collection(name, vectors_config={})
+                self._create_collection(name, {})
         if not local:
             self._ensure_indexes()
         self._ensure_alias()
+
+    def _create_collection(self, name: str, vectors: models.VectorParams | dict[str, Any]) -> None:
+        """Create a collection; one that another process (a search replica starting beside this
+        one) created meanwhile is as good."""
+        try:
+            self.client.create_collection(name, vectors_config=vectors)
+        except (UnexpectedResponse, ValueError):
+            if not self.client.collection_exists(name):
+                raise
 
     def _ensure_indexes(self) -> None:
         """A server's payload indexes on the fields filters and facets use (a facet needs one;
@@ -153,17 +159,19 @@ class QdrantFaceStore:
                 if field not in have:
                     self.client.create_payload_index(collection, field, schema, wait=True)
 
+    def _aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
     def _ensure_alias(self) -> None:
-        if FACES_ALIAS not in {a.alias_name for a in self.client.get_aliases().aliases}:
-            self.client.update_collection_aliases(
-                change_aliases_operations=[
-                    models.CreateAliasOperation(
-                        create_alias=models.CreateAlias(
-                            collection_name=self.collection, alias_name=FACES_ALIAS
-                        )
-                    )
-                ]
-            )
+        if FACES_ALIAS in self._aliases():
+            return
+        create = models.CreateAlias(collection_name=self.collection, alias_name=FACES_ALIAS)
+        operation = models.CreateAliasOperation(create_alias=create)
+        try:
+            self.client.update_collection_aliases(change_aliases_operations=[operation])
+        except (UnexpectedResponse, ValueError):
+            if self._aliases().get(FACES_ALIAS) != self.collection:  # made meanwhile, alike
+                raise
 
     @_locked
     def get_image(self, image_id: str) -> ImageRecord | None:

@@ -1,9 +1,11 @@
-"""Qdrant failing for a while: the search service's local index on a small disk that fills up.
-Every upsert then fails in SQLite ("database or disk is full"); the service retries with
-backoff, pauses the partition, says so in its ingest health and metrics, keeps answering
-queries, and once space is back catches up from where it stopped, skipping nothing."""
+"""Qdrant failing for a while: the search service's local index on a small disk that fills up
+(every upsert then fails in SQLite, "database or disk is full"), or a real Qdrant server
+stopped and started again. The service retries with backoff, pauses the partition, says so in
+its ingest health and metrics, keeps answering queries, and once Qdrant is back catches up
+from where it stopped, skipping nothing and doubling nothing."""
 
 import errno
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ import pytest
 from test_services import assert_committed_to_the_end, embeddings_event, nearest_to_yao
 
 from facesearch.devstack.broker import free_port
+from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
 from facesearch.proto.v1 import api_pb2, internal_pb2_grpc
 from facesearch.rpc.health import check
 from facesearch.runtime.service import INGEST_HEALTH
@@ -139,3 +142,58 @@ def test_a_qdrant_server_that_refuses_connections_is_waited_for_not_serving(
         assert refused in search.log_text()
     finally:
         assert search.stop(timeout=15) == 0  # a stop while waiting is prompt and clean
+
+
+def test_a_qdrant_server_stopped_mid_stream_stalls_ingest_and_nothing_is_lost_or_doubled(
+    kafka: Any,
+    service_env: dict[str, str],
+    start_service: Callable[..., Any],
+    analyzed: Any,
+    face_models: Any,
+    metric: Callable[..., float],
+    tmp_path: Path,
+) -> None:
+    """A real Qdrant server stopped while images arrive, then started again on its storage:
+    the search service retries, pauses, reports it, and then stores every image with exactly
+    its faces (per image, and in total: nothing doubled)."""
+    binary = find_binary(os.environ)
+    if binary is None:
+        pytest.skip(f"no Qdrant server binary: set QDRANT_BIN, or put one at {SHARED_BINARY}")
+    server = QdrantServer(binary, tmp_path / "qdrant-server", free_port(), free_port())
+    with server:
+        env = {**service_env, "QDRANT_URL": server.url}
+        topic, model = env["FACESEARCH_TOPIC_EMBEDDINGS"], face_models.model_id
+        search = start_service("search", env)
+        port = search.metrics_port
+        with grpc.insecure_channel(search.target) as channel:
+            stub = internal_pb2_grpc.SearchIndexStub(channel)
+            kafka.produce(topic, [embeddings_event("players", analyzed, model)])
+            until("players.jpg stored", lambda: indexed(stub, analyzed["players"][0].image_id))
+
+            assert server.stop()
+            later = ("gdp", "t1", "yaoming")
+            kafka.produce(topic, [embeddings_event(name, analyzed, model) for name in later])
+            until(
+                "the ingest stalls",
+                lambda: metric(port, "facesearch_stalled_partitions", topic=topic) >= 1,
+            )
+            assert check(search.target, INGEST_HEALTH) == "NOT_SERVING"
+            assert check(search.target) == "SERVING"
+
+            server.start()
+            server.wait_ready()
+            until(
+                "the stalled records are stored",
+                lambda: all(indexed(stub, analyzed[name][0].image_id) for name in later),
+            )
+            until("ingest health is back", lambda: check(search.target, INGEST_HEALTH) == "SERVING")
+            names = ("players", *later)
+            for name in names:
+                got = stub.GetImage(api_pb2.GetImageRequest(image_id=analyzed[name][0].image_id))
+                assert len(got.faces) == len(analyzed[name][0].faces), name
+            total = sum(len(analyzed[name][0].faces) for name in names)
+            assert stub.Stats(api_pb2.StatsRequest()).faces == total
+        assert metric(port, "facesearch_messages_consumed_total", topic=topic) == len(names)
+        assert metric(port, "facesearch_messages_dead_lettered_total", topic=topic) == 0
+        assert search.stop() == 0
+        assert_committed_to_the_end(kafka, env["FACESEARCH_SEARCH_GROUP"], topic)

@@ -6,13 +6,17 @@ service's /metrics counts what was sent; everything SERVING, the health probe co
 after ``down`` no process of the stack is left."""
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facesearch.devstack.stack import KAFKA, SERVICES
+import pytest
+
+from facesearch.devstack.qdrant import SHARED_BINARY, find_binary
+from facesearch.devstack.stack import KAFKA, QDRANT, SERVICES
 
 UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -127,3 +131,61 @@ def test_up_index_search_status_down(
     assert processes_of(home, pids) == []
     assert run(stack_env, "stack", "status").returncode == 3
     assert (home / "stack" / "logs" / "kafka.log").is_file()
+
+
+def test_a_qdrant_server_shared_by_two_search_replicas(
+    stack_env: dict[str, str],
+    run_with_env: Run,
+    demo: dict[str, Path],
+    metric: Callable[..., float],
+) -> None:
+    """``stack up --qdrant-server --search-replicas 2``: the index lives in a real Qdrant server
+    (none in the data folder), both replicas consume the embeddings and answer the gateway's
+    queries, and ``down`` stops the server too."""
+    if find_binary(os.environ) is None:
+        pytest.skip(f"no Qdrant server binary: set QDRANT_BIN, or put one at {SHARED_BINARY}")
+    run = run_with_env
+    binary = {k: v for k, v in os.environ.items() if k == "QDRANT_BIN"}
+    env = {**stack_env, **binary}  # stack_env drops QDRANT_*: the binary is the stack's to find
+    home = Path(env["FACESEARCH_HOME"]).resolve()
+    searches = ["search", "search-2"]
+    pids: set[int] = set()
+    try:
+        up = ["stack", "up", "--qdrant-server", "--search-replicas", "2", "--json"]
+        done = run(env, *up, timeout=UP_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["started"] == [KAFKA, QDRANT, *searches, "embedder", "detector", "gateway"]
+        components = {c["name"]: c for c in report["components"]}
+        pids = {c["pid"] for c in components.values()}
+        assert {c["health"] for c in components.values()} == {"SERVING"}
+        gateway = components["gateway"]["address"]
+        summary = index_and_search(run, env, gateway, demo, None)
+        assert summary["indexed"] == 3
+
+        stats = json.loads(run(env, "stats", "--gateway", gateway, "--json").stdout)
+        assert (stats["images"], stats["faces"]) == (3, 22 + 5 + 6)
+        assert stats["location"] == components[QDRANT]["address"]
+        assert not (home / "qdrant").exists()  # nothing in the embedded index's folder
+        consumed = "facesearch_messages_consumed_total"
+        ports = [components[n]["metrics_port"] for n in searches]
+        events = metric(
+            components["detector"]["metrics_port"],
+            "facesearch_messages_produced_total",
+            topic="facesearch.faces.v1",
+        )
+        embeddings = "facesearch.embeddings.v1"
+        assert sum(metric(port, consumed, topic=embeddings) for port in ports) == events
+        for _ in range(8):
+            found = run(env, "search", "--gateway", gateway, "--json", demo["yaoming"])
+            assert found.returncode == 0, found.stderr
+        method = "/facesearch.v1.SearchIndex/SearchVectors"
+        answered = [
+            metric(p, "facesearch_grpc_requests_total", method=method, code="OK") for p in ports
+        ]
+        assert sum(answered) == 9 and min(answered) >= 1, answered  # round robin over both
+    finally:
+        down = run(env, "stack", "down", "--json", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert set(json.loads(down.stdout)["stopped"]) == {KAFKA, QDRANT, *searches, *SERVICES}
+    assert processes_of(home, pids) == []

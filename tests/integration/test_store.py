@@ -3,6 +3,7 @@ qdrant-client's local mode, and a real Qdrant server (started by the ``qdrant_se
 these skip where there is no binary). Each test starts from an empty index."""
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from facesearch.devstack.qdrant import QdrantServer
 from facesearch.errors import StoreError
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, to_records
@@ -435,3 +437,26 @@ def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
     store.drop_staged(video)
     assert store.staged_frames(video) == []
     assert len(store.staged_frames("cd" * 32)) == 1  # another video's frames stay
+
+
+def test_stores_opening_one_empty_server_at_once_all_succeed(
+    qdrant_server: QdrantServer, face_models: FaceModels, tmp_path: Path
+) -> None:
+    """Search replicas may start together: each creates what is missing (collections, payload
+    indexes, the alias), racing the others; all open, and the server holds one of each."""
+    url = qdrant_server.url
+
+    def opened(_: int) -> QdrantFaceStore:
+        return QdrantFaceStore.open(face_models.model_id, face_models.dim, tmp_path, url)
+
+    for _ in range(3):
+        wipe(url)
+        with ThreadPoolExecutor(4) as pool:
+            stores = list(pool.map(opened, range(4)))
+        names = {c.name for c in stores[0].client.get_collections().collections}
+        aliases = {a.alias_name for a in stores[0].client.get_aliases().aliases}
+        for store in stores:
+            store.close()
+        assert names == {stores[0].collection, IMAGES_COLLECTION, FRAMES_COLLECTION}
+        assert aliases == {FACES_ALIAS}
+    wipe(url)

@@ -12,7 +12,7 @@ import click
 
 from facesearch.cli import output
 from facesearch.cli.common import json_option
-from facesearch.devstack.stack import KAFKA, READY_TIMEOUT_S, ComponentStatus, Stack
+from facesearch.devstack.stack import READY_TIMEOUT_S, ComponentStatus, Stack
 from facesearch.errors import FaceSearchError
 from facesearch.rpc.health import SERVING
 from facesearch.settings import CoreSettings
@@ -33,19 +33,31 @@ def stack_data_dir_option(func: F) -> F:
 
 
 def open_stack(
-    settings: CoreSettings, data_dir: Path | None, kafka_port: int | None = None
+    settings: CoreSettings,
+    data_dir: Path | None,
+    kafka_port: int | None = None,
+    qdrant_server: bool = False,
+    search_replicas: int = 1,
 ) -> Stack:
     core = settings.with_home(data_dir)
-    return Stack(core.home, qdrant_path=core.qdrant_path, kafka_port=kafka_port)
+    return Stack(
+        core.home,
+        qdrant_path=core.qdrant_path,
+        kafka_port=kafka_port,
+        qdrant_server=qdrant_server,
+        search_replicas=search_replicas,
+    )
 
 
 @click.group(
     "stack",
     epilog="Files: DATA_DIR/stack/logs/<name>.log (each component's output), "
-    "DATA_DIR/stack/<name>.pid, DATA_DIR/stack/kafka (the broker's data). Ports are the "
-    "services' usual FACESEARCH_<SERVICE>_GRPC_PORT / _METRICS_PORT variables (defaults: "
-    "gateway 50051/9101, detector 50052/9102, embedder 50053/9103, search 50054/9104); the "
-    "broker listens on 9092 (--kafka-port or FACESEARCH_STACK_KAFKA_PORT).",
+    "DATA_DIR/stack/<name>.pid, DATA_DIR/stack/kafka (the broker's data), "
+    "DATA_DIR/stack/qdrant-server (a Qdrant server's). Ports are the services' usual "
+    "FACESEARCH_<SERVICE>_GRPC_PORT / _METRICS_PORT variables (defaults: gateway 50051/9101, "
+    "detector 50052/9102, embedder 50053/9103, search 50054/9104; search replica N: those + "
+    "10 x (N - 1)); the broker listens on 9092 (--kafka-port or FACESEARCH_STACK_KAFKA_PORT), "
+    "a Qdrant server on the first free port from 6333.",
 )
 def stack() -> None:
     """Run the local stack in the background: a Kafka broker, and the search, embedder,
@@ -68,6 +80,21 @@ def stack() -> None:
     "controller takes the next free port (or $FACESEARCH_STACK_KAFKA_CONTROLLER_PORT).",
 )
 @click.option(
+    "--qdrant-server",
+    is_flag=True,
+    help="Run a Qdrant server for the index (Qdrant's binary: $QDRANT_BIN, else "
+    "../shared/bin/qdrant beside the checkout, else qdrant on PATH) instead of the embedded "
+    "DATA_DIR/qdrant; its storage is DATA_DIR/stack/qdrant-server.",
+)
+@click.option(
+    "--search-replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Search service processes sharing one Qdrant (needs --qdrant-server or QDRANT_URL); "
+    "they share the embeddings topic's partitions, and the gateway spreads queries over them.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=1.0),
     default=READY_TIMEOUT_S,
@@ -80,6 +107,8 @@ def up(
     settings: CoreSettings,
     data_dir: Path | None,
     kafka_port: int | None,
+    qdrant_server: bool,
+    search_replicas: int,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -91,7 +120,7 @@ def up(
     """
     # The broker's readiness probe expects refused connections; kafka-python logs each one.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    local_stack = open_stack(settings, data_dir, kafka_port)
+    local_stack = open_stack(settings, data_dir, kafka_port, qdrant_server, search_replicas)
     line_open = False
 
     def progress(name: str, seconds: float | None) -> None:
@@ -123,8 +152,9 @@ def up(
 @json_option
 @click.pass_obj
 def down(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None:
-    """Stop the stack: SIGTERM the gateway, detector, embedder and search in turn (each drains
-    its work first; SIGKILL after its drain seconds + 10 s), then the broker."""
+    """Stop the stack: SIGTERM the gateway, detector, embedder and search (and its replicas) in
+    turn (each drains its work first; SIGKILL after its drain seconds + 10 s), then the Qdrant
+    server, if the stack runs one, and the broker."""
     local_stack = open_stack(settings, data_dir)
     stopped = local_stack.down()
     if as_json:
@@ -155,5 +185,6 @@ def status(settings: CoreSettings, data_dir: Path | None, as_json: bool) -> None
 def print_status(components: list[ComponentStatus]) -> None:
     for c in components:
         pid = f"pid {c.pid}" if c.pid is not None else "-"
-        where = c.address if c.name == KAFKA else f"{c.address} metrics :{c.metrics_port}"
+        metrics = "" if c.metrics_port is None else f" metrics :{c.metrics_port}"
+        where = c.address + metrics
         click.echo(f"{c.name:<9} {c.health:<12} {pid:<10} {where:<32} {c.log}")

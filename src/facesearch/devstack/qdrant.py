@@ -3,6 +3,7 @@ Qdrant's releases or built from its source) on 127.0.0.1, its storage, log and p
 data folder. On the development machines ``../shared/bin/qdrant`` is one (v1.18.3)."""
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 # Where a source checkout finds the development machines' binary: <repo>/../shared/bin/qdrant.
 SHARED_BINARY = Path(__file__).resolve().parents[4] / "shared" / "bin" / "qdrant"
+SAVED = "server.json"  # the binary and ports of the server started from a data folder
 
 
 class QdrantServerError(FaceSearchError):
@@ -68,6 +70,16 @@ class QdrantServer:
         self.pid_path = data_dir / "qdrant.pid"
         self._process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def from_data_dir(cls, data_dir: Path) -> "QdrantServer | None":
+        """The server last started from ``data_dir`` (None if none was): its binary and ports,
+        as ``start`` recorded them."""
+        try:
+            saved = json.loads((data_dir / SAVED).read_text())
+            return cls(Path(saved["binary"]), data_dir, saved["http_port"], saved["grpc_port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     @property
     def url(self) -> str:
         """What QDRANT_URL names to reach it."""
@@ -91,6 +103,8 @@ class QdrantServer:
                 f"a Qdrant server already runs from {self.data_dir} (pid {pid})"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        saved = {"binary": str(self.binary), "http_port": self.http_port}
+        (self.data_dir / SAVED).write_text(json.dumps({**saved, "grpc_port": self.grpc_port}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("QDRANT__")}
         with self.log_path.open("wb") as output:
             self._process = subprocess.Popen(

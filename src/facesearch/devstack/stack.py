@@ -5,9 +5,12 @@ data folder.
 Layout under the data folder (the CLI's home):
 
     stack/kafka/            the broker's data folder (its config, partitions, pid and log)
-    stack/logs/<name>.log   stdout and stderr of each service; kafka.log links to the broker's
-    stack/<name>.pid        the pid of each running service
-    qdrant/                 the index: the search service opens the one embedded mode uses
+    stack/qdrant-server/    with a Qdrant server: its storage, log, pid and ports
+    stack/logs/<name>.log   stdout and stderr of each service; kafka.log and qdrant.log link to
+                            the broker's and the server's
+    stack/<name>.pid        the pid of each running service (search-2, ... for replicas)
+    qdrant/                 the index: the search service opens the one embedded mode uses,
+                            unless the stack runs a Qdrant server (or QDRANT_URL names one)
 
 Services read their settings from the environment as everywhere else (``rpc.settings``);
 the stack adds only what ties them together: the broker's address, loopback hosts, the
@@ -30,6 +33,7 @@ from typing import Any
 
 from facesearch.devstack.broker import Broker, free_port
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
+from facesearch.devstack.qdrant import QdrantServer, require_binary
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.rpc.health import SERVING, UNREACHABLE, check
 from facesearch.rpc.settings import (
@@ -43,7 +47,10 @@ from facesearch.rpc.settings import (
 log = logging.getLogger(__name__)
 
 KAFKA = "kafka"
+QDRANT = "qdrant"
 SERVICES = ("search", "embedder", "detector", "gateway")  # start order; down goes backwards
+# Replica N of the search service is "search-N", its ports N - 1 times this above the first's.
+REPLICA_PORT_STEP = 10
 LOOPBACK = "127.0.0.1"
 DEFAULT_KAFKA_PORT = 9092
 KAFKA_PORT_ENV = "FACESEARCH_STACK_KAFKA_PORT"
@@ -103,10 +110,13 @@ class Stack:
         controller_port: int | None = None,
         python: str = sys.executable,
         package: str = "facesearch_services",
+        qdrant_server: bool = False,
+        search_replicas: int = 1,
     ) -> None:
         self.home = home.expanduser().resolve()
         self.root = self.home / "stack"
         self.kafka_dir = self.root / KAFKA
+        self.qdrant_dir = self.root / "qdrant-server"
         self.logs_dir = self.root / "logs"
         self.qdrant_path = (qdrant_path or self.home / "qdrant").expanduser().resolve()
         self.env = dict(os.environ if env is None else env)
@@ -114,8 +124,11 @@ class Stack:
         self.controller_port = controller_port or _env_port(self.env, CONTROLLER_PORT_ENV)
         self.python = python
         self.package = package
+        self.use_qdrant_server = qdrant_server
+        self.search_replicas = search_replicas
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._broker: Broker | None = None
+        self._qdrant: QdrantServer | None = None
 
     # -- layout and processes
 
@@ -125,13 +138,20 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
+    def instances(self) -> list[str]:
+        """The service processes, in start order: the search service, its replicas (asked for,
+        or running), the embedder, the detector and the gateway."""
+        running = [int(p.stem.partition("-")[2]) for p in self.root.glob("search-*.pid")]
+        replicas = max([self.search_replicas, *(n for n in running if n > 1)])
+        return ["search", *(f"search-{n}" for n in range(2, replicas + 1)), *SERVICES[1:]]
+
     def command(self, name: str) -> list[str]:
-        return [self.python, "-m", f"{self.package}.{name}"]
+        return [self.python, "-m", f"{self.package}.{kind_of(name)}"]
 
     def is_ours(self, name: str, pid: int) -> bool:
         """Whether ``pid`` runs that service (a pid in a stale pid file may have been reused)."""
         args = process_args(pid)
-        module = f"{self.package}.{name}"
+        module = f"{self.package}.{kind_of(name)}"
         return args is not None and any(
             a == "-m" and b == module for a, b in itertools.pairwise(args)
         )
@@ -159,6 +179,11 @@ class Stack:
         controller = self.controller_port or _next_free_port(self.kafka_port + 1)
         return Broker(self.kafka_dir, self.kafka_port, controller)
 
+    def qdrant_server(self) -> QdrantServer | None:
+        """The Qdrant server of this data folder: the one started last (running or not), else
+        None."""
+        return self._qdrant or QdrantServer.from_data_dir(self.qdrant_dir)
+
     # -- the services' environment
 
     def compose_env(self, bootstrap: str) -> dict[str, str]:
@@ -171,17 +196,36 @@ class Stack:
             QDRANT_PATH=str(self.qdrant_path),
             PYTHONUNBUFFERED="1",  # log lines reach the log file as they are written
         )
+        server = self.qdrant_server()
+        if server is not None and (self.use_qdrant_server or server.running_pid() is not None):
+            env["QDRANT_URL"] = server.url
         for name in SERVICES:
             env[f"FACESEARCH_{name.upper()}_HOST"] = LOOPBACK
-        for name in ("detector", "embedder", "search"):
+        for name in ("detector", "embedder"):
             env[f"FACESEARCH_GATEWAY_{name.upper()}"] = self.server(name, env).grpc_address
+        searches = [n for n in self.instances() if kind_of(n) == "search"]
+        # Several: the gateway's channel spreads queries over them (round robin).
+        addresses = (self.server(n, env).grpc_address for n in searches)
+        env["FACESEARCH_GATEWAY_SEARCH"] = ",".join(addresses)
         return env
+
+    def instance_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` as service process ``name`` gets it: a replica listens on its own ports."""
+        own = dict(env)
+        replica = int(name.partition("-")[2] or 1)
+        if replica > 1:
+            first = _SERVER_OF[kind_of(name)](env)
+            step = REPLICA_PORT_STEP * (replica - 1)
+            prefix = f"FACESEARCH_{kind_of(name).upper()}_"
+            own[prefix + "GRPC_PORT"] = str(first.grpc_port + step)
+            own[prefix + "METRICS_PORT"] = str(first.metrics_port + step)
+        return own
 
     def server(self, name: str, env: Mapping[str, str]) -> ServerSettings:
         """Where a service listens: as it was started if it runs, else as ``env`` says."""
         pid = self.service_pid(name)
         started = _process_env(pid) if pid is not None else None
-        return _SERVER_OF[name](started or env)
+        return _SERVER_OF[kind_of(name)](started or self.instance_env(name, env))
 
     # -- up
 
@@ -195,13 +239,17 @@ class Stack:
         except OSError as exc:
             raise StackError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
         started: list[str] = []
+        self._check_replicas()
         with file_lock(self.root / ".lock"):
             try:
                 bootstrap = self._ensure_kafka(timeout_s, report, started)
+                if self.use_qdrant_server:
+                    self._ensure_qdrant(timeout_s, report, started)
                 env = self.compose_env(bootstrap)
-                for name in SERVICES:
+                for name in self.instances():
                     if self.service_pid(name) is None:
-                        self._start_service(name, env, timeout_s, report, started)
+                        own = self.instance_env(name, env)
+                        self._start_service(name, own, timeout_s, report, started)
             except BaseException:
                 self._stop(list(reversed(started)))
                 raise
@@ -221,10 +269,36 @@ class Stack:
         report(KAFKA, time.monotonic() - begun)
         return broker.bootstrap
 
+    def _check_replicas(self) -> None:
+        if self.search_replicas < 1:
+            raise ConfigError(f"search replicas must be at least 1, not {self.search_replicas}")
+        shared = self.use_qdrant_server or self.env.get("QDRANT_URL", "").strip()
+        if self.search_replicas > 1 and not shared:
+            raise ConfigError(
+                "several search replicas need a Qdrant server they share (--qdrant-server, or "
+                "QDRANT_URL): the embedded index is one process's"
+            )
+
+    def _ensure_qdrant(self, timeout_s: float, report: Progress, started: list[str]) -> None:
+        server = self.qdrant_server()
+        if server is not None and server.running_pid() is not None:
+            return
+        binary = require_binary(self.env)
+        http = _next_free_port(6333)
+        server = QdrantServer(binary, self.qdrant_dir, http, _next_free_port(http + 1))
+        report(QDRANT, None)
+        begun = time.monotonic()
+        self._qdrant = server
+        self._link_log(QDRANT, server.log_path)
+        started.append(QDRANT)
+        server.start()
+        server.wait_ready(timeout_s)
+        report(QDRANT, time.monotonic() - begun)
+
     def _start_service(
         self, name: str, env: dict[str, str], timeout_s: float, report: Progress, started: list[str]
     ) -> None:
-        server = _SERVER_OF[name](env)
+        server = _SERVER_OF[kind_of(name)](env)
         _check_ports_free(name, server)
         report(name, None)
         begun = time.monotonic()
@@ -285,7 +359,7 @@ class Stack:
         if not self.root.is_dir():
             return {}
         with file_lock(self.root / ".lock"):
-            return self._stop([*reversed(SERVICES), KAFKA])
+            return self._stop([*reversed(self.instances()), QDRANT, KAFKA])
 
     def _stop(self, names: list[str]) -> dict[str, int]:
         """Stop each of ``names`` in turn; one that resists does not keep the others running:
@@ -309,6 +383,12 @@ class Stack:
                 stopped[name] = pid
             self._broker = None
             return
+        if name == QDRANT:
+            server = self.qdrant_server()
+            pid = server.running_pid() if server is not None else None
+            if server is not None and server.stop() and pid is not None:
+                stopped[name] = pid
+            return
         pid = self.service_pid(name)
         if pid is not None:
             self._terminate(name, pid)
@@ -319,7 +399,7 @@ class Stack:
     def _terminate(self, name: str, pid: int) -> None:
         env = _process_env(pid)
         try:
-            drain_s = _SERVER_OF[name](env).drain_s if env else DEFAULT_DRAIN_S
+            drain_s = _SERVER_OF[kind_of(name)](env).drain_s if env else DEFAULT_DRAIN_S
         except ConfigError:
             drain_s = DEFAULT_DRAIN_S
         wait_s = drain_s + self.stop_grace_s
@@ -344,7 +424,20 @@ class Stack:
         """Kafka and each service: pid, health, ports and log (probing only what runs)."""
         broker = self.broker()
         env = self.compose_env(broker.bootstrap)
-        return [self._kafka_status(broker), *(self._service_status(n, env) for n in SERVICES)]
+        server = self.qdrant_server()
+        shown = server is not None and (self.use_qdrant_server or server.running_pid() is not None)
+        qdrant = [self._qdrant_status(server)] if server is not None and shown else []
+        services = [self._service_status(n, env) for n in self.instances()]
+        return [self._kafka_status(broker), *qdrant, *services]
+
+    def _qdrant_status(self, server: QdrantServer) -> ComponentStatus:
+        pid = server.running_pid()
+        health = STOPPED
+        if pid is not None:
+            health = SERVING if server.answers() else UNREACHABLE
+        return ComponentStatus(
+            QDRANT, pid, pid is not None, health, server.url, None, None, str(server.log_path)
+        )
 
     def _kafka_status(self, broker: Broker) -> ComponentStatus:
         pid = broker.running_pid()
@@ -370,6 +463,11 @@ class Stack:
             server.metrics_port,
             str(self.log_path(name)),
         )
+
+
+def kind_of(name: str) -> str:
+    """The service a process name runs: "search-2" is a search service."""
+    return name.partition("-")[0]
 
 
 def _env_port(env: Mapping[str, str], name: str) -> int | None:

@@ -155,7 +155,9 @@ class GatewaySettings(_ServiceSettings):
 
     NAME: ClassVar[str] = "gateway"
     PORTS: ClassVar[tuple[int, int]] = (50051, 9101)
-    detector: str = ""  # HOST:PORT of the detector's gRPC server
+    # HOST:PORT of each internal service's gRPC server, or a comma-separated list of IPv4
+    # HOST:PORTs of its replicas (the gateway spreads its calls over them).
+    detector: str = ""
     embedder: str = ""
     search: str = ""
     deadline_s: float = 30.0  # for each call to the internal services

@@ -10,7 +10,8 @@ from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.rpc.settings import SearchSettings
 from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
+from facesearch.stores import open_store as open_face_store
 from facesearch.stream.handlers import store_handler
 
 from .servicer import SERVICE_NAME, SearchServicer
@@ -45,7 +46,7 @@ def serve() -> int:
         store.close()
 
 
-def open_store(core: CoreSettings, runtime: ServiceRuntime) -> QdrantFaceStore | None:
+def open_store(core: CoreSettings, runtime: ServiceRuntime) -> FaceStore | None:
     """The index, once Qdrant answers: a server that is down or refuses connections is tried
     again with backoff (health stays NOT_SERVING meanwhile); None if stopped first. A local
     index that cannot be opened (in use, another model) is an error at once."""
@@ -53,7 +54,7 @@ def open_store(core: CoreSettings, runtime: ServiceRuntime) -> QdrantFaceStore |
     delay = FIRST_RETRY_S
     while True:
         try:
-            return QdrantFaceStore.open(model_id, dim, core.qdrant_path, core.qdrant_url)
+            return open_face_store(core, model_id, dim)
         except StoreError as exc:
             if not core.qdrant_url:
                 raise

@@ -9,14 +9,14 @@ from facesearch.errors import ConfigError, NotFoundError
 from facesearch.metrics import WorkMetrics
 from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
 from facesearch.rpc.edge import Pending, translate_errors
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
 
 SERVICE_NAME = "facesearch.v1.SearchIndex"
 
 
 class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
     def __init__(self, metrics: WorkMetrics) -> None:
-        self.store: Pending[QdrantFaceStore] = Pending()
+        self.store: Pending[FaceStore] = Pending()
         self.seconds = metrics.qdrant_seconds
 
     @translate_errors

@@ -18,7 +18,7 @@ from facesearch.models import FaceModels
 from facesearch.pipeline import analyze_decoded, apply_gate, embed, to_records
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord, UnindexedFace
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
 from facesearch.video import check_video_size, file_sha256
 from facesearch.video_indexing import index_video
 
@@ -118,7 +118,7 @@ class Indexer:
     def __init__(
         self,
         models: FaceModels,
-        store: QdrantFaceStore,
+        store: FaceStore,
         settings: CoreSettings,
         source_url: str = "",
         collection: str = "default",
@@ -248,7 +248,7 @@ class Indexer:
 def _write(
     writer: ThreadPoolExecutor,
     previous: "Future[None] | None",
-    store: QdrantFaceStore,
+    store: FaceStore,
     batch: list[tuple[ImageRecord, list[FaceRecord]]],
 ) -> "Future[None] | None":
     """Wait for the previous batch (so at most one is in flight), then start this one."""

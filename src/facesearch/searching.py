@@ -15,7 +15,7 @@ from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.records import Box, Filters, Match, Rejection
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
 
 D = TypeVar("D")  # the detected faces, as the embed step takes them
 V = TypeVar("V")  # their vectors, as the query step takes them
@@ -97,7 +97,7 @@ def require_faces(faces: Sequence[object]) -> None:
 class LocalSteps:
     """The steps in this process: the models and the store."""
 
-    def __init__(self, models: FaceModels, store: QdrantFaceStore, settings: CoreSettings) -> None:
+    def __init__(self, models: FaceModels, store: FaceStore, settings: CoreSettings) -> None:
         self.models = models
         self.store = store
         self.settings = settings

@@ -70,11 +70,37 @@ class VideoSettings:
         return settings
 
 
+STORES = ("local", "edge")  # FACESEARCH_STORE: the embedded index's engine
+
+
+@dataclass(frozen=True)
+class HnswSettings:
+    """The HNSW graph of a Qdrant Edge index (``FACESEARCH_HNSW_*``): ``m`` edges per node and
+    ``ef_construct`` candidates when building, ``ef`` candidates when searching. Larger finds
+    more of the true nearest faces, at the cost of time (and memory for ``m``)."""
+
+    m: int = 16
+    ef_construct: int = 128
+    ef: int = 256
+
+    @classmethod
+    def read(cls, reader: "EnvReader") -> "HnswSettings":
+        return cls(
+            m=reader.limit("FACESEARCH_HNSW_M", cls.m, int),
+            ef_construct=reader.limit("FACESEARCH_HNSW_EF_CONSTRUCT", cls.ef_construct, int),
+            ef=reader.limit("FACESEARCH_HNSW_EF", cls.ef, int),
+        )
+
+
 @dataclass(frozen=True)
 class CoreSettings:
     home: Path = DEFAULT_HOME
     qdrant_url: str = ""
     qdrant_dir: Path | None = None  # QDRANT_PATH; unset means <home>/qdrant
+    # FACESEARCH_STORE: the embedded index (without QDRANT_URL) on qdrant-client's local mode
+    # (exact, in RAM) or on Qdrant Edge (HNSW, on disk, quantized), in edge_path.
+    store: str = "local"
+    hnsw: HnswSettings = field(default_factory=HnswSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_faces_per_image: int = 100
@@ -89,6 +115,11 @@ class CoreSettings:
     @property
     def qdrant_path(self) -> Path:
         return self.qdrant_dir or self.home / "qdrant"
+
+    @property
+    def edge_path(self) -> Path:
+        """Qdrant Edge's index: ``edge`` beside local mode's folder (<home>/edge by default)."""
+        return self.qdrant_path.parent / "edge"
 
     def with_home(self, home: Path | None) -> "CoreSettings":
         # An explicit data folder wins over QDRANT_PATH too.
@@ -118,6 +149,8 @@ class CoreSettings:
             home=Path(reader.text("FACESEARCH_HOME", str(DEFAULT_HOME))).expanduser(),
             qdrant_url=reader.text("QDRANT_URL", ""),
             qdrant_dir=reader.path("QDRANT_PATH"),
+            store=read_store(reader),
+            hnsw=HnswSettings.read(reader),
             models=models,
             limits=limits,
             max_faces_per_image=reader.limit(
@@ -130,6 +163,13 @@ class CoreSettings:
             ),
             calibration=reader.path("FACESEARCH_CALIBRATION"),
         )
+
+
+def read_store(reader: "EnvReader") -> str:
+    raw = reader.text("FACESEARCH_STORE", "local")
+    if raw.lower() not in STORES:
+        raise ConfigError(f"FACESEARCH_STORE={raw!r} must be one of: {', '.join(STORES)}")
+    return raw.lower()
 
 
 def read_quality_gate(reader: "EnvReader") -> QualityGate:

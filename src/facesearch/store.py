@@ -1,4 +1,6 @@
-"""The face store: the one place that talks to Qdrant.
+"""The face store: the one place that talks to Qdrant, through qdrant-client (its local mode, or
+a Qdrant server). ``edge_store`` keeps the same collections on Qdrant Edge; ``FaceStore`` is
+what both offer, and ``stores.open_store`` picks one from the settings.
 
 Two collections: ``faces__<model id>`` (one point per face, cosine, behind the alias ``faces``)
 and ``images`` (one vector-less point per image: where it came from and how many faces it had).
@@ -16,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -24,8 +26,16 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from facesearch.errors import StoreError
 from facesearch.ids import face_point_id, frame_point_id, image_point_id
+from facesearch.payloads import (
+    face_from_payload,
+    face_payload,
+    filter_pairs,
+    frame_from_payload,
+    frame_payload,
+    match_from_payload,
+    selector_pairs,
+)
 from facesearch.records import (
-    Box,
     FaceRecord,
     Filters,
     FrameFaces,
@@ -39,15 +49,42 @@ FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
 FRAMES_COLLECTION = "video_frames"
 KEYWORD, INTEGER = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.INTEGER
-# Payload indexes of a server, by field: what filters, deletes and facets look at.
-_FACE_INDEXES = {name: KEYWORD for name in ("image_id", "label", "source_uri", "collection")}
-_IMAGE_INDEXES = {
+# Payload indexes by field (a server's, and Qdrant Edge's): what filters, deletes and facets
+# look at.
+FACE_INDEXES = {name: KEYWORD for name in ("image_id", "label", "source_uri", "collection")}
+IMAGE_INDEXES = {
     **{name: KEYWORD for name in ("image_id", "label", "source_uri", "model")},
     "faces": INTEGER,
 }
-_FRAME_INDEXES = {"video_id": KEYWORD, "model": KEYWORD}
+FRAME_INDEXES = {"video_id": KEYWORD, "model": KEYWORD}
 T = TypeVar("T", bound=Callable[..., Any])
 MAX_FACES_LISTED = 1000  # above the detector's per-image limit
+
+
+class FaceStore(Protocol):
+    """What every face store offers (``QdrantFaceStore``, ``edge_store.EdgeFaceStore``), with the
+    same behaviour: the contract tests in tests/integration/test_store.py run on each. Opening
+    is each store's own classmethod ``open``; ``stores.open_store`` chooses."""
+
+    model_id: str
+    dim: int
+    location: str  # the folder or the server's URL, for messages and stats
+    collection: str  # the faces collection: faces__<model id>
+
+    def close(self) -> None: ...
+    def get_image(self, image_id: str) -> ImageRecord | None: ...
+    def get_faces(self, image_id: str) -> list[FaceRecord]: ...
+    def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None: ...
+    def stage_frame(self, frame: FrameFaces) -> None: ...
+    def staged_frames(self, video_id: str) -> list[FrameFaces]: ...
+    def drop_staged(self, video_id: str) -> None: ...
+    def query(
+        self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
+    ) -> list[list[Match]]: ...
+    def delete(self, selector: Selector) -> tuple[int, int]: ...
+    def stats(self) -> StoreStats: ...
+    def collection_names(self) -> set[str]: ...
+    def aliases(self) -> dict[str, str]: ...
 
 
 def _locked(method: T) -> T:
@@ -149,9 +186,9 @@ class QdrantFaceStore:
         """A server's payload indexes on the fields filters and facets use (a facet needs one;
         local mode has none and scans). Idempotent: only the missing ones are created."""
         wanted = {
-            self.collection: _FACE_INDEXES,
-            IMAGES_COLLECTION: _IMAGE_INDEXES,
-            FRAMES_COLLECTION: _FRAME_INDEXES,
+            self.collection: FACE_INDEXES,
+            IMAGES_COLLECTION: IMAGE_INDEXES,
+            FRAMES_COLLECTION: FRAME_INDEXES,
         }
         for collection, fields in wanted.items():
             have = self.client.get_collection(collection).payload_schema
@@ -161,6 +198,16 @@ class QdrantFaceStore:
 
     def _aliases(self) -> dict[str, str]:
         return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    @_locked
+    def collection_names(self) -> set[str]:
+        """The collections the index holds (what opening created, whatever the backend)."""
+        return {c.name for c in self.client.get_collections().collections}
+
+    @_locked
+    def aliases(self) -> dict[str, str]:
+        """Alias -> collection: ``faces`` names the faces collection of the index's model."""
+        return self._aliases()
 
     def _ensure_alias(self) -> None:
         if FACES_ALIAS in self._aliases():
@@ -185,7 +232,7 @@ class QdrantFaceStore:
         points, _ = self.client.scroll(
             self.collection, scroll_filter=condition, limit=MAX_FACES_LISTED, with_vectors=False
         )
-        faces = [_face(p.payload or {}) for p in points]
+        faces = [face_from_payload(p.payload or {}) for p in points]
         return sorted(faces, key=lambda face: face.face_index)
 
     @_locked
@@ -217,45 +264,14 @@ class QdrantFaceStore:
         self.client.delete(self.collection, models.FilterSelector(filter=condition), wait=True)
 
     def _face_point(self, image: ImageRecord, face: FaceRecord) -> models.PointStruct:
-        payload: dict[str, Any] = {
-            "image_id": image.image_id,
-            "face_index": face.face_index,
-            "source_uri": image.meta.source_uri,
-            "path": image.meta.path,
-            "label": image.meta.label,
-            "collection": image.meta.collection,
-            "bbox": list(face.box),
-            "det_score": face.det_score,
-            "quality": face.quality,
-            "ingested_at": image.ingested_at,
-            "model": self.model_id,
-        }
-        if face.video is not None:
-            payload.update(face.video.payload())
         point_id = face_point_id(image.image_id, face.face_index, self.model_id)
+        payload = face_payload(image, face, self.model_id)
         return models.PointStruct(id=point_id, vector=face.vector, payload=payload)
 
     @_locked
     def stage_frame(self, frame: FrameFaces) -> None:
         """Keep one sampled frame's faces until its video's last frame (idempotent)."""
-        faces = [
-            {
-                "face_index": face.face_index,
-                "bbox": list(face.box),
-                "det_score": face.det_score,
-                "quality": face.quality,
-                "vector": face.vector,
-            }
-            for face in frame.faces
-        ]
-        payload = {
-            "video_id": frame.video_id,
-            "sample": frame.sample,
-            "ms": frame.ms,
-            "cut": frame.cut,
-            "model": self.model_id,
-            "faces": faces,
-        }
+        payload = frame_payload(frame, self.model_id)
         point_id = frame_point_id(frame.video_id, frame.sample, self.model_id)
         point = models.PointStruct(id=point_id, vector={}, payload=payload)
         self.client.upsert(FRAMES_COLLECTION, [point], wait=True)
@@ -270,7 +286,7 @@ class QdrantFaceStore:
             points, offset = self.client.scroll(
                 FRAMES_COLLECTION, scroll_filter=condition, limit=256, offset=offset
             )
-            frames.extend(_frame(video_id, p.payload or {}) for p in points)
+            frames.extend(frame_from_payload(video_id, p.payload or {}) for p in points)
             if offset is None:
                 return sorted(frames, key=lambda frame: frame.sample)
 
@@ -304,7 +320,7 @@ class QdrantFaceStore:
         if not requests:
             return []
         responses = self.client.query_batch_points(self.collection, requests)
-        return [[_match(p.score, p.payload or {}) for p in r.points] for r in responses]
+        return [[match_from_payload(p.score, p.payload or {}) for p in r.points] for r in responses]
 
     @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:
@@ -354,23 +370,12 @@ def _fast_local_commits(client: QdrantClient) -> None:
 
 
 def _filter(filters: Filters) -> models.Filter | None:
-    pairs = (
-        ("label", filters.label),
-        ("source_uri", filters.source_uri),
-        ("collection", filters.collection),
-    )
-    return _match_all(pairs)
+    return _match_all(filter_pairs(filters))
 
 
 def _selector_filter(selector: Selector) -> models.Filter:
-    pairs = (
-        ("image_id", selector.image_id),
-        ("label", selector.label),
-        ("source_uri", selector.source_uri),
-    )
-    condition = _match_all(pairs)
-    if condition is None:
-        raise StoreError("nothing selected: give an image, a label or a source URL")
+    condition = _match_all(selector_pairs(selector))
+    assert condition is not None  # selector_pairs refuses an empty selector
     return condition
 
 
@@ -381,59 +386,3 @@ def _match_all(pairs: Sequence[tuple[str, str]]) -> models.Filter | None:
         if value
     ]
     return models.Filter(must=conditions) if conditions else None
-
-
-def _box(payload: dict[str, Any]) -> Box:
-    x1, y1, x2, y2 = (float(v) for v in payload.get("bbox", (0, 0, 0, 0)))
-    return (x1, y1, x2, y2)
-
-
-def _face(payload: dict[str, Any]) -> FaceRecord:
-    return FaceRecord(
-        payload.get("image_id", ""),
-        int(payload.get("face_index", 0)),
-        _box(payload),
-        float(payload.get("det_score", 0.0)),
-        float(payload.get("quality", 0.0)),
-        [],
-    )
-
-
-def _match(score: float, payload: dict[str, Any]) -> Match:
-    return Match(
-        score=float(score),
-        image_id=payload.get("image_id", ""),
-        face_index=int(payload.get("face_index", 0)),
-        box=_box(payload),
-        source_uri=payload.get("source_uri", ""),
-        path=payload.get("path", ""),
-        label=payload.get("label", ""),
-        collection=payload.get("collection", "default"),
-        det_score=float(payload.get("det_score", 0.0)),
-        video_id=payload.get("video_id", ""),
-        t_start_ms=int(payload.get("t_start_ms", -1)),
-        t_end_ms=int(payload.get("t_end_ms", -1)),
-        best_ms=int(payload.get("best_ms", -1)),
-        track_id=int(payload.get("track_id", -1)),
-    )
-
-
-def _frame(video_id: str, payload: dict[str, Any]) -> FrameFaces:
-    faces = [
-        FaceRecord(
-            video_id,
-            int(face.get("face_index", 0)),
-            _box(face),
-            float(face.get("det_score", 0.0)),
-            float(face.get("quality", 0.0)),
-            [float(v) for v in face.get("vector", [])],
-        )
-        for face in payload.get("faces", [])
-    ]
-    return FrameFaces(
-        video_id,
-        int(payload.get("sample", 0)),
-        int(payload.get("ms", 0)),
-        bool(payload.get("cut")),
-        faces,
-    )

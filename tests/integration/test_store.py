@@ -1,6 +1,6 @@
 """The store contract, with real embeddings of real photos, on every backend: Qdrant in
-qdrant-client's local mode, and a real Qdrant server (started by the ``qdrant_server`` fixture;
-these skip where there is no binary). Each test starts from an empty index."""
+qdrant-client's local mode, a real Qdrant server (started by the ``qdrant_server`` fixture;
+these skip where there is no binary), and Qdrant Edge. Each test starts from an empty index."""
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +12,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from facesearch.devstack.qdrant import QdrantServer
+from facesearch.edge_store import EdgeFaceStore
 from facesearch.errors import StoreError
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, to_records
@@ -20,6 +21,7 @@ from facesearch.store import (
     FACES_ALIAS,
     FRAMES_COLLECTION,
     IMAGES_COLLECTION,
+    FaceStore,
     QdrantFaceStore,
     faces_collection_name,
 )
@@ -44,23 +46,30 @@ def records(
 
 @dataclass(frozen=True)
 class Backend:
-    """Where a test's index lives: a local-mode folder, or a server (``url``)."""
+    """Where a test's index lives: a local-mode folder, a server (``url``), or a Qdrant Edge
+    folder (``edge``)."""
 
     path: Path
     url: str = ""
+    edge: bool = False
 
     @property
     def location(self) -> str:
         return self.url or str(self.path)
 
-    def open(self, model_id: str, dim: int) -> QdrantFaceStore:
+    def open(self, model_id: str, dim: int) -> FaceStore:
+        if self.edge:
+            return EdgeFaceStore.open(model_id, dim, self.path)
         return QdrantFaceStore.open(model_id, dim, self.path, self.url)
 
 
-@pytest.fixture(params=["local", "server"])
+@pytest.fixture(params=["local", "server", "edge"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "local":
         yield Backend(tmp_path / "qdrant")
+        return
+    if request.param == "edge":
+        yield Backend(tmp_path / "edge", edge=True)
         return
     url = request.getfixturevalue("qdrant_server").url
     yield Backend(tmp_path / "unused", url)
@@ -78,7 +87,7 @@ def wipe(url: str) -> None:
 
 
 @pytest.fixture
-def store(face_models: FaceModels, backend: Backend) -> Iterator[QdrantFaceStore]:
+def store(face_models: FaceModels, backend: Backend) -> Iterator[FaceStore]:
     opened = backend.open(face_models.model_id, face_models.dim)
     yield opened
     opened.close()
@@ -89,7 +98,7 @@ def face_total(items: list[Item]) -> int:
 
 
 def test_put_then_query_finds_each_face_itself_with_score_one(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     image, faces = records(analyzed, "players", store.model_id, label="team", collection="nba")
     store.put_images([(image, faces)])
@@ -111,7 +120,7 @@ def test_put_then_query_finds_each_face_itself_with_score_one(
 
 
 def test_query_orders_by_score_and_respects_top_k_and_threshold(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     items = [records(analyzed, name, store.model_id) for name in ("players", "gdp", "t1")]
     store.put_images(items)
@@ -133,7 +142,7 @@ def test_query_orders_by_score_and_respects_top_k_and_threshold(
 
 
 def test_putting_the_same_records_again_changes_no_count(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     items = [
         records(analyzed, "players", store.model_id, label="team"),
@@ -152,7 +161,7 @@ def test_putting_the_same_records_again_changes_no_count(
 
 
 def test_reputting_an_image_with_fewer_faces_drops_its_stale_faces(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     image, faces = records(analyzed, "players", store.model_id)
     store.put_images([(image, faces)])
@@ -172,7 +181,7 @@ def test_reputting_an_image_with_fewer_faces_drops_its_stale_faces(
 
 
 def test_reputting_an_image_keeps_exactly_its_new_faces_whatever_their_indexes(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     # The quality gate keeps faces under their own indexes: gaps are normal.
     image, faces = records(analyzed, "players", store.model_id)
@@ -184,7 +193,7 @@ def test_reputting_an_image_keeps_exactly_its_new_faces_whatever_their_indexes(
 
 
 def test_reputting_an_image_with_no_face_drops_all_its_faces(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     image, faces = records(analyzed, "gdp", store.model_id)
     store.put_images([(image, faces)])
@@ -195,9 +204,7 @@ def test_reputting_an_image_with_no_face_drops_all_its_faces(
     assert (stats.images, stats.images_with_faces, stats.faces) == (1, 0, 0)
 
 
-def test_query_filters_by_label_and_by_collection(
-    store: QdrantFaceStore, analyzed: Analyzed
-) -> None:
+def test_query_filters_by_label_and_by_collection(store: FaceStore, analyzed: Analyzed) -> None:
     store.put_images(
         [
             records(analyzed, "players", store.model_id, label="yao", collection="sports"),
@@ -235,7 +242,7 @@ def test_query_filters_by_label_and_by_collection(
     ids=["image_id", "label", "source_uri"],
 )
 def test_delete_returns_counts_and_removes_what_it_names(
-    store: QdrantFaceStore, analyzed: Analyzed, selector: Selector, gone: str
+    store: FaceStore, analyzed: Analyzed, selector: Selector, gone: str
 ) -> None:
     items = {
         "players": records(analyzed, "players", store.model_id, label="team"),
@@ -264,7 +271,7 @@ def test_delete_returns_counts_and_removes_what_it_names(
 
 
 def test_delete_of_something_never_stored_deletes_nothing(
-    store: QdrantFaceStore, analyzed: Analyzed
+    store: FaceStore, analyzed: Analyzed
 ) -> None:
     store.put_images([records(analyzed, "gdp", store.model_id, label="economists")])
 
@@ -273,9 +280,7 @@ def test_delete_of_something_never_stored_deletes_nothing(
     assert store.stats().faces == 5
 
 
-def test_delete_with_an_empty_selector_is_refused(
-    store: QdrantFaceStore, analyzed: Analyzed
-) -> None:
+def test_delete_with_an_empty_selector_is_refused(store: FaceStore, analyzed: Analyzed) -> None:
     store.put_images([records(analyzed, "gdp", store.model_id)])
 
     with pytest.raises(StoreError, match="nothing selected"):
@@ -284,7 +289,7 @@ def test_delete_with_an_empty_selector_is_refused(
 
 
 def test_stats_counts_images_faces_and_labels(
-    store: QdrantFaceStore, backend: Backend, analyzed: Analyzed, grey: tuple[Item, ...]
+    store: FaceStore, backend: Backend, analyzed: Analyzed, grey: tuple[Item, ...]
 ) -> None:
     store.put_images(
         [
@@ -382,29 +387,31 @@ def test_a_refused_open_leaves_the_index_as_it_was(
 
     again = backend.open("model-a", face_models.dim)
     try:
-        names = {c.name for c in again.client.get_collections().collections}
-        aliases = {a.alias_name: a.collection_name for a in again.client.get_aliases().aliases}
+        names = again.collection_names()
+        aliases = again.aliases()
     finally:
         again.close()
     assert names == {faces_collection_name("model-a"), IMAGES_COLLECTION, FRAMES_COLLECTION}
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
 
 
+@pytest.mark.parametrize("edge", [False, True], ids=["local", "edge"])
 def test_a_second_open_of_a_local_folder_in_use_is_refused_with_a_clear_error(
-    tmp_path: Path, face_models: FaceModels
+    tmp_path: Path, face_models: FaceModels, edge: bool
 ) -> None:
-    """Local mode only (one process per folder); a server takes any number of clients."""
-    path = tmp_path / "qdrant"
-    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, path)
+    """Folders only (one process per folder); a server takes any number of clients."""
+    folder = Backend(tmp_path / "index", edge=edge)
+    store = folder.open(face_models.model_id, face_models.dim)
     try:
         with pytest.raises(StoreError, match="in use by another facesearch process"):
-            QdrantFaceStore.open(face_models.model_id, face_models.dim, path)
+            folder.open(face_models.model_id, face_models.dim)
     finally:
         store.close()
+    folder.open(face_models.model_id, face_models.dim).close()  # closing let it go
 
 
 def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
-    store: QdrantFaceStore,
+    store: FaceStore,
 ) -> None:
     rng = np.random.default_rng(5)
     video = "ab" * 32
@@ -453,8 +460,8 @@ def test_stores_opening_one_empty_server_at_once_all_succeed(
         wipe(url)
         with ThreadPoolExecutor(4) as pool:
             stores = list(pool.map(opened, range(4)))
-        names = {c.name for c in stores[0].client.get_collections().collections}
-        aliases = {a.alias_name for a in stores[0].client.get_aliases().aliases}
+        names = stores[0].collection_names()
+        aliases = set(stores[0].aliases())
         for store in stores:
             store.close()
         assert names == {stores[0].collection, IMAGES_COLLECTION, FRAMES_COLLECTION}

@@ -6,7 +6,7 @@ import pytest
 
 from facesearch.errors import ConfigError
 from facesearch.images import ImageLimits
-from facesearch.settings import CoreSettings, ModelSettings
+from facesearch.settings import CoreSettings, HnswSettings, ModelSettings
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -22,6 +22,9 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.limits.max_bytes == 50 * 1024 * 1024
     assert settings.limits.max_pixels == 50_000_000
     assert settings.max_faces_per_image == 100
+    assert settings.store == "local"
+    assert settings.hnsw == HnswSettings(m=16, ef_construct=128, ef=256)
+    assert settings.edge_path == settings.home / "edge"
 
 
 def test_blank_values_mean_the_default() -> None:
@@ -134,3 +137,33 @@ def test_video_sampling_is_part_of_the_core_settings() -> None:
     assert CoreSettings.from_env({"FACESEARCH_VIDEO_FPS": "0.5"}).video.fps == 0.5
     with pytest.raises(ConfigError, match="FACESEARCH_VIDEO_FPS"):
         CoreSettings.from_env({"FACESEARCH_VIDEO_FPS": "0"})
+
+
+def test_the_embedded_store_and_its_hnsw_settings_are_read(tmp_path: Path) -> None:
+    env = {
+        "FACESEARCH_STORE": " Edge ",
+        "FACESEARCH_HNSW_M": "32",
+        "FACESEARCH_HNSW_EF_CONSTRUCT": "200",
+        "FACESEARCH_HNSW_EF": "64",
+        "QDRANT_PATH": str(tmp_path / "index" / "qdrant"),
+    }
+    settings = CoreSettings.from_env(env)
+    assert settings.store == "edge"
+    assert settings.hnsw == HnswSettings(m=32, ef_construct=200, ef=64)
+    assert settings.edge_path == tmp_path / "index" / "edge"  # beside local mode's folder
+
+
+@pytest.mark.parametrize("value", ["server", "qdrant", "edge2"])
+def test_an_unknown_store_is_a_config_error_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="local, edge") as caught:
+        CoreSettings.from_env({"FACESEARCH_STORE": value})
+    assert f"FACESEARCH_STORE={value!r}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["FACESEARCH_HNSW_M", "FACESEARCH_HNSW_EF", "FACESEARCH_HNSW_EF_CONSTRUCT"]
+)
+@pytest.mark.parametrize("value", ["0", "-4", "many"])
+def test_a_bad_hnsw_setting_is_a_config_error_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        CoreSettings.from_env({name: value})

@@ -20,7 +20,8 @@ from facesearch.records import Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.searching import Found, LocalSteps, search_image
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
+from facesearch.stores import open_store
 
 EXIT_PARTIAL = 3  # the run finished but some inputs were skipped
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,7 +89,7 @@ class EmbeddedBackend:
     """The models and the Qdrant index in this process; decisions at the operating points of
     FACESEARCH_CALIBRATION, read once here."""
 
-    def __init__(self, settings: CoreSettings, models: FaceModels, store: QdrantFaceStore) -> None:
+    def __init__(self, settings: CoreSettings, models: FaceModels, store: FaceStore) -> None:
         self.settings = settings
         self.models = models
         self.store = store
@@ -152,11 +153,9 @@ def check_gateway(gateway: str | None, data_dir: Path | None) -> None:
 
 
 @contextmanager
-def opened(settings: CoreSettings) -> Iterator[tuple[FaceModels, QdrantFaceStore]]:
+def opened(settings: CoreSettings) -> Iterator[tuple[FaceModels, FaceStore]]:
     models = FaceModels(settings.models)
-    store = QdrantFaceStore.open(
-        models.model_id, models.dim, settings.qdrant_path, settings.qdrant_url
-    )
+    store = open_store(settings, models.model_id, models.dim)
     try:
         yield models, store
     finally:

@@ -10,21 +10,19 @@ output in ``broker.log``, its pid in ``broker.pid`` and the partitions in ``kraf
 """
 
 import base64
-import contextlib
 import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from facesearch.devstack.processes import file_lock, process_args, wait_gone
+from facesearch.devstack.processes import BackgroundServer, file_lock, process_args, terminate
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.settings import MAX_MESSAGE_BYTES
 
@@ -186,7 +184,7 @@ def _random_cluster_id() -> str:
             return text
 
 
-class Broker:
+class Broker(BackgroundServer):
     """One Kafka node (broker and controller) on 127.0.0.1, kept in ``data_dir``.
 
     ``with Broker(path, port=free_port(), controller_port=free_port()) as broker:`` starts it,
@@ -380,34 +378,13 @@ class Broker:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """SIGTERM the broker and wait for it (SIGKILL after ``timeout``); False when none ran."""
         pid = self.running_pid()
-        if pid is None:
-            self._forget()
-            return False
-        with contextlib.suppress(ProcessLookupError):  # it may have just exited
-            os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, timeout, self._process):
-            log.warning("Kafka broker pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_gone(pid, 10.0, self._process)
+        if pid is not None:
+            terminate(pid, timeout, self._process, "Kafka broker")
         self._forget()
-        log.info("stopped Kafka broker pid %d", pid)
-        return True
+        return pid is not None
 
     def _forget(self) -> None:
         if self._process is not None:
             self._process.poll()  # reap it
             self._process = None
         self.pid_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "Broker":
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -4,12 +4,19 @@ waiting for them to end, and the file lock that keeps two commands from racing. 
 
 import contextlib
 import fcntl
+import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+KILL_WAIT_S = 10.0
 
 
 @contextlib.contextmanager
@@ -52,3 +59,41 @@ def wait_gone(pid: int, timeout_s: float, child: subprocess.Popen[bytes] | None 
             return False
         time.sleep(POLL_S)
     return True
+
+
+def terminate(pid: int, timeout_s: float, child: subprocess.Popen[bytes] | None, what: str) -> None:
+    """SIGTERM process ``pid`` and wait for it to end; SIGKILL it after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):  # it may have just exited
+        os.kill(pid, signal.SIGTERM)
+    if not wait_gone(pid, timeout_s, child):
+        log.warning("%s pid %d ignored SIGTERM for %.0f s; killing it", what, pid, timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, KILL_WAIT_S, child)
+    log.info("stopped %s pid %d", what, pid)
+
+
+class BackgroundServer:
+    """A server process this code starts and stops (the broker, Qdrant): in a ``with`` block it
+    is started and ready inside, and stopped after."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,12 +2,10 @@
 Qdrant's releases or built from its source) on 127.0.0.1, its storage, log and pid file in one
 data folder. On the development machines ``../shared/bin/qdrant`` is one (v1.18.3)."""
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -15,7 +13,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from facesearch.devstack.processes import process_args, wait_gone
+from facesearch.devstack.processes import BackgroundServer, process_args, terminate
 from facesearch.errors import ConfigError, FaceSearchError
 
 log = logging.getLogger(__name__)
@@ -57,7 +55,7 @@ def require_binary(env: Mapping[str, str]) -> Path:
     return binary
 
 
-class QdrantServer:
+class QdrantServer(BackgroundServer):
     """One Qdrant server started from ``binary``, listening on ``http_port`` (REST) and
     ``grpc_port`` on 127.0.0.1, keeping everything in ``data_dir``."""
 
@@ -162,28 +160,7 @@ class QdrantServer:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """SIGTERM the server and wait for it (SIGKILL after ``timeout``); False when none ran."""
         pid = self.running_pid()
-        if pid is None:
-            self._process = None
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, timeout, self._process):
-            log.warning("Qdrant pid %d ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_gone(pid, 10.0, self._process)
+        if pid is not None:
+            terminate(pid, timeout, self._process, "Qdrant")
         self._process = None
-        log.info("stopped Qdrant pid %d", pid)
-        return True
-
-    def __enter__(self) -> "QdrantServer":
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return pid is not None

@@ -259,14 +259,8 @@ class Stack:
         broker = self.broker()
         if broker.running_pid() is not None:
             return broker.bootstrap
-        report(KAFKA, None)
-        begun = time.monotonic()
         self._broker = broker
-        self._link_log(KAFKA, broker.log_path)
-        started.append(KAFKA)
-        broker.start()
-        broker.wait_ready(timeout_s)
-        report(KAFKA, time.monotonic() - begun)
+        self._launch(KAFKA, broker, timeout_s, report, started)
         return broker.bootstrap
 
     def _check_replicas(self) -> None:
@@ -286,14 +280,25 @@ class Stack:
         binary = require_binary(self.env)
         http = _next_free_port(6333)
         server = QdrantServer(binary, self.qdrant_dir, http, _next_free_port(http + 1))
-        report(QDRANT, None)
-        begun = time.monotonic()
         self._qdrant = server
-        self._link_log(QDRANT, server.log_path)
-        started.append(QDRANT)
+        self._launch(QDRANT, server, timeout_s, report, started)
+
+    def _launch(
+        self,
+        name: str,
+        server: Broker | QdrantServer,
+        timeout_s: float,
+        report: Progress,
+        started: list[str],
+    ) -> None:
+        """Start the broker or the Qdrant server, its log linked among the services'."""
+        report(name, None)
+        begun = time.monotonic()
+        self._link_log(name, server.log_path)
+        started.append(name)
         server.start()
         server.wait_ready(timeout_s)
-        report(QDRANT, time.monotonic() - begun)
+        report(name, time.monotonic() - begun)
 
     def _start_service(
         self, name: str, env: dict[str, str], timeout_s: float, report: Progress, started: list[str]

@@ -20,7 +20,7 @@ from facesearch.models import FaceModels, file_model_id
 from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
 from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
 from facesearch.stream.worker import BatchHandler, Handler, Message, Outcome
 from facesearch.tracking import TrackerSettings
@@ -111,7 +111,7 @@ def _split(
 
 
 def store_handler(
-    store: QdrantFaceStore,
+    store: FaceStore,
     *,
     metrics: WorkMetrics | None = None,
     tracking: TrackerSettings | None = None,

@@ -24,7 +24,7 @@ from facesearch.pipeline import AnalyzedImage
 from facesearch.proto.v1 import events_pb2
 from facesearch.records import FaceRecord, FrameFaces, ImageRecord
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import FaceStore
 from facesearch.stream.worker import Message
 from facesearch.tracking import Tracker, TrackerSettings
 from facesearch.uris import resolve_uri
@@ -117,7 +117,7 @@ def frame_events(
 
 
 def take_frame(
-    store: QdrantFaceStore, event: events_pb2.EmbeddingsEvent, tracking: TrackerSettings
+    store: FaceStore, event: events_pb2.EmbeddingsEvent, tracking: TrackerSettings
 ) -> bool:
     """Keep one frame of a video; at its last, track the faces of every frame kept, store the
     video as the embedded index does, and drop the frames. True once the video is stored."""

@@ -1,0 +1,283 @@
+"""The embedded index at gallery scale: 10^4, 10^5 and 10^6 faces.
+
+Gallery: every real face of the data folder (the central face of each lfw-devtest photo, with
+its person, and every face of the other folders' images), less the queries, plus distractors
+drawn from a model fitted to the real embeddings (``distractors.py``: identity centres from the
+between-person covariance, faces around them from the within-person covariance). Queries: 1,000
+real lfw-devtest faces held out of the gallery (``--queries``); those whose person has other
+photos in the gallery are the mated ones.
+
+For each size the index is built through the store (``put_images``, one image record per face,
+batches of 1,000, as indexing writes them), closed, and then opened and searched in a fresh
+process (so its memory is the index's): top 10, one query at a time. Against exact search on
+the same vectors (NumPy):
+
+- ``recall_at_10``: the share of the exact top 10 that the index returns;
+- ``recall_shown``: the same, counting only neighbours scoring at or above the lowest score a
+  user is shown as a possible match (the ``possible`` threshold, FMR 1e-3);
+- ``mate_recall``: the same again, counting only the query person's own other photos.
+
+Also ``p50_ms``/``p99_ms`` of the store's ``query``, ``rss_mib`` (peak, of the searching
+process), ``disk_mib``, ``build_s`` (and faces per second), ``open_s``.
+
+    .venv/bin/python bench/scale.py [--faces N ...] [--store edge|local] [--json]
+"""
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import DEFAULT_DATA, peak_rss_mib
+from distractors import FaceModel, fit, pair_scores, score_summary
+from facesearch.calibration import OPERATING_POINTS, POSSIBLE_FMR
+from facesearch.edge_store import EdgeFaceStore
+from facesearch.evaluation import embed_people
+from facesearch.images import decode_image
+from facesearch.models import FaceModels
+from facesearch.pipeline import analyze_decoded, embed
+from facesearch.records import FaceRecord, Filters, ImageMeta, ImageRecord
+from facesearch.settings import CoreSettings, HnswSettings
+from facesearch.store import FaceStore, QdrantFaceStore
+
+SIZES = (10_000, 100_000, 1_000_000)
+TOP = 10
+BATCH = 1000
+SHOWN = OPERATING_POINTS[POSSIBLE_FMR]  # the lowest score shown as a possible match
+MODEL = "scale-bench"
+CACHE = Path(__file__).resolve().parent / "results" / "real_faces.npz"
+
+
+@dataclass(frozen=True)
+class Real:
+    vectors: np.ndarray  # every real face
+    person: np.ndarray  # its person's number, -1 for faces of unlabelled images
+
+
+def real_faces(data: Path, models: FaceModels, settings: CoreSettings) -> Real:
+    """Every real face of ``data``, embedded once and cached in bench/results."""
+    if CACHE.is_file():
+        cached = np.load(CACHE)
+        if str(cached["model"]) == models.model_id:
+            return Real(cached["vectors"], cached["person"])
+    lfw = embed_people(data / "lfw-devtest", models, settings)
+    names = {name: i for i, name in enumerate(sorted(set(lfw.labels)))}
+    vectors, person = [lfw.vectors], [np.array([names[n] for n in lfw.labels])]
+    others = [p for p in sorted(data.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    for path in others:
+        if "lfw-devtest" in path.parts:
+            continue
+        try:
+            bgr = decode_image(path.read_bytes(), settings.limits)
+        except Exception:
+            continue
+        found = analyze_decoded(path.name, bgr, models, settings)
+        if found.faces:
+            vectors.append(embed(models, found))
+            person.append(np.full(len(found.faces), -1))
+    real = Real(np.concatenate(vectors).astype(np.float32), np.concatenate(person))
+    CACHE.parent.mkdir(exist_ok=True)
+    np.savez(CACHE, vectors=real.vectors, person=real.person, model=models.model_id)
+    return real
+
+
+def split(real: Real, queries: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the query faces (labelled ones) and of the real gallery faces."""
+    labelled = np.flatnonzero(real.person >= 0)
+    chosen = np.sort(rng.choice(labelled, size=min(queries, len(labelled) - 1), replace=False))
+    rest = np.setdiff1d(np.arange(len(real.person)), chosen)
+    return chosen, rest
+
+
+def gallery_of(
+    real: Real, rows: np.ndarray, model: FaceModel, faces: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``faces`` gallery vectors (the real ones first) and each one's person (-2 for a
+    distractor: nobody's mate)."""
+    extra = max(0, faces - len(rows))
+    synthetic, _ = model.sample(rng, extra) if extra else (np.zeros((0, 512), np.float32), None)
+    vectors = np.concatenate([real.vectors[rows], synthetic])[:faces]
+    person = np.concatenate([real.person[rows], np.full(extra, -2)])[:faces]
+    return vectors, person
+
+
+def image_id(row: int) -> str:
+    return f"{row:064x}"
+
+
+def build(store: FaceStore, vectors: np.ndarray) -> None:
+    meta = ImageMeta("synthetic")
+    for start in range(0, len(vectors), BATCH):
+        items = []
+        for row in range(start, min(start + BATCH, len(vectors))):
+            key = image_id(row)
+            face = FaceRecord(key, 0, (0.0, 0.0, 1.0, 1.0), 1.0, 1.0, vectors[row].tolist())
+            items.append((ImageRecord(key, meta, 1, MODEL, 1, 1, ""), [face]))
+        store.put_images(items)
+
+
+def open_store(kind: str, path: Path, hnsw: HnswSettings) -> FaceStore:
+    if kind == "edge":
+        return EdgeFaceStore.open(MODEL, 512, path, hnsw=hnsw)
+    return QdrantFaceStore.open(MODEL, 512, path)
+
+
+def search(kind: str, path: str, hnsw: HnswSettings, queries: np.ndarray) -> dict[str, Any]:
+    """In a fresh process: open the index, run each query alone; what came back and when."""
+    begun = time.perf_counter()
+    store = open_store(kind, Path(path), hnsw)
+    opened = time.perf_counter() - begun
+    seconds, found = [], []
+    try:
+        for vector in queries:
+            start = time.perf_counter()
+            (matches,) = store.query(vector[None, :], TOP, -1.0, Filters())
+            seconds.append(time.perf_counter() - start)
+            found.append([int(m.image_id, 16) for m in matches])
+    finally:
+        store.close()
+    return {"open_s": opened, "seconds": seconds, "found": found, "rss_mib": peak_rss_mib()}
+
+
+def exact_top(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and scores of each query's exact top ``TOP``, best first."""
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
+    for start in range(0, len(gallery), 200_000):
+        scores = queries @ gallery[start : start + 200_000].T
+        rows = np.argpartition(-scores, min(TOP, scores.shape[1] - 1), axis=1)[:, :TOP]
+        best_rows = np.hstack([best_rows, rows + start])
+        best_scores = np.hstack([best_scores, np.take_along_axis(scores, rows, axis=1)])
+        keep = np.argsort(-best_scores, axis=1)[:, :TOP]
+        best_rows = np.take_along_axis(best_rows, keep, axis=1)
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+    return best_rows, best_scores
+
+
+def recalls(
+    found: list[list[int]],
+    rows: np.ndarray,
+    scores: np.ndarray,
+    query_person: np.ndarray,
+    gallery_person: np.ndarray,
+) -> dict[str, float]:
+    hits = {"all": [0, 0], "shown": [0, 0], "mates": [0, 0]}
+    for returned, exact_rows, exact_scores, person in zip(
+        found, rows, scores, query_person, strict=True
+    ):
+        got = set(returned)
+        for row, score in zip(exact_rows, exact_scores, strict=True):
+            kinds = ["all"]
+            if score >= SHOWN:
+                kinds.append("shown")
+                if gallery_person[row] == person:
+                    kinds.append("mates")
+            for kind in kinds:
+                hits[kind][0] += row in got
+                hits[kind][1] += 1
+    return {f"recall_{k}": (h / n if n else float("nan")) for k, (h, n) in hits.items()}
+
+
+def measure(
+    size: int,
+    args: argparse.Namespace,
+    real: Real,
+    model: FaceModel,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    query_rows, gallery_rows = split(real, args.queries, rng)
+    gallery, person = gallery_of(real, gallery_rows, model, size, rng)
+    queries = real.vectors[query_rows]
+    hnsw = HnswSettings(args.m, args.ef_construct, args.ef)
+    folder = Path(tempfile.mkdtemp(prefix="scale-", dir=args.work))
+    try:
+        store = open_store(args.store, folder / "index", hnsw)
+        begun = time.perf_counter()
+        try:
+            build(store, gallery)
+        finally:
+            store.close()
+        build_s = time.perf_counter() - begun
+        disk = sum(f.stat().st_size for f in (folder / "index").rglob("*") if f.is_file())
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            done = pool.apply(search, (args.store, str(folder / "index"), hnsw, queries))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    rows, scores = exact_top(gallery, queries)
+    found = recalls(done["found"], rows, scores, real.person[query_rows], person)
+    milliseconds = np.array(done["seconds"]) * 1000
+    return {
+        "faces": size,
+        "store": args.store,
+        "m": args.m,
+        "ef_construct": args.ef_construct,
+        "ef": args.ef,
+        "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
+        "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
+        "recall_at_10": round(found["recall_all"], 4),
+        "recall_shown": round(found["recall_shown"], 4),
+        "mate_recall": round(found["recall_mates"], 4),
+        "rss_mib": round(done["rss_mib"], 1),
+        "disk_mib": round(disk / 2**20, 1),
+        "build_s": round(build_s, 1),
+        "faces_per_s": round(size / build_s),
+        "open_s": round(done["open_s"], 2),
+        "queries": len(query_rows),
+        "real_faces": int(min(size, len(gallery_rows))),
+    }
+
+
+def distributions(real: Real, model: FaceModel, rng: np.random.Generator) -> dict[str, Any]:
+    """Genuine and impostor scores of real faces, of sampled ones, and real against sampled."""
+    labelled = real.person >= 0
+    real_genuine, real_impostor = pair_scores(real.vectors[labelled], real.person[labelled])
+    sampled, identity = model.sample(rng, 3000)
+    synth_genuine, synth_impostor = pair_scores(sampled, identity)
+    cross = (real.vectors[labelled][:1000] @ sampled[:3000].T).ravel()
+    return {
+        "real genuine": score_summary(real_genuine),
+        "real impostor": score_summary(real_impostor),
+        "sampled genuine": score_summary(synth_genuine),
+        "sampled impostor": score_summary(synth_impostor),
+        "real vs sampled": score_summary(cross),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--faces", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--store", choices=("edge", "local"), default="edge")
+    parser.add_argument("--m", type=int, default=HnswSettings.m)
+    parser.add_argument("--ef-construct", type=int, default=HnswSettings.ef_construct)
+    parser.add_argument("--ef", type=int, default=HnswSettings.ef)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the indexes")
+    parser.add_argument("--json", action="store_true", help="one JSON object per size")
+    parser.add_argument("--distributions", action="store_true", help="print score summaries")
+    args = parser.parse_args()
+    settings = CoreSettings()
+    models = FaceModels(settings.models)
+    real = real_faces(args.data, models, settings)
+    labelled = real.person >= 0
+    model = fit(real.vectors[labelled], [str(p) for p in real.person[labelled]])
+    if args.distributions:
+        for name, summary in distributions(real, model, np.random.default_rng(1)).items():
+            print(f"{name:<17} " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    for size in args.faces:
+        result = measure(size, args, real, model, np.random.default_rng(size))
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -123,16 +123,18 @@ def build(store: FaceStore, vectors: np.ndarray) -> None:
         store.put_images(items)
 
 
-def open_store(kind: str, path: Path, hnsw: HnswSettings) -> FaceStore:
+def open_store(kind: str, path: Path, hnsw: HnswSettings, quantization: bool) -> FaceStore:
     if kind == "edge":
-        return EdgeFaceStore.open(MODEL, 512, path, hnsw=hnsw)
+        return EdgeFaceStore.open(MODEL, 512, path, hnsw=hnsw, quantization=quantization)
     return QdrantFaceStore.open(MODEL, 512, path)
 
 
-def search(kind: str, path: str, hnsw: HnswSettings, queries: np.ndarray) -> dict[str, Any]:
+def search(
+    kind: str, path: str, hnsw: HnswSettings, quantization: bool, queries: np.ndarray
+) -> dict[str, Any]:
     """In a fresh process: open the index, run each query alone; what came back and when."""
     begun = time.perf_counter()
-    store = open_store(kind, Path(path), hnsw)
+    store = open_store(kind, Path(path), hnsw, quantization)
     opened = time.perf_counter() - begun
     seconds, found = [], []
     try:
@@ -191,14 +193,16 @@ def measure(
     real: Real,
     model: FaceModel,
     rng: np.random.Generator,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """One index of ``size`` faces, built once and searched at each of ``args.ef``."""
     query_rows, gallery_rows = split(real, args.queries, rng)
     gallery, person = gallery_of(real, gallery_rows, model, size, rng)
     queries = real.vectors[query_rows]
-    hnsw = HnswSettings(args.m, args.ef_construct, args.ef)
+    built = HnswSettings(args.m, args.ef_construct)
     folder = Path(tempfile.mkdtemp(prefix="scale-", dir=args.work))
+    searches = []
     try:
-        store = open_store(args.store, folder / "index", hnsw)
+        store = open_store(args.store, folder / "index", built, args.quantization)
         begun = time.perf_counter()
         try:
             build(store, gallery)
@@ -206,32 +210,45 @@ def measure(
             store.close()
         build_s = time.perf_counter() - begun
         disk = sum(f.stat().st_size for f in (folder / "index").rglob("*") if f.is_file())
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            done = pool.apply(search, (args.store, str(folder / "index"), hnsw, queries))
+        index = str(folder / "index")
+        for ef in args.ef:
+            hnsw = HnswSettings(args.m, args.ef_construct, ef)
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                work = (args.store, index, hnsw, args.quantization, queries)
+                searches.append((ef, pool.apply(search, work)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     rows, scores = exact_top(gallery, queries)
-    found = recalls(done["found"], rows, scores, real.person[query_rows], person)
-    milliseconds = np.array(done["seconds"]) * 1000
-    return {
+    common = {
         "faces": size,
         "store": args.store,
         "m": args.m,
         "ef_construct": args.ef_construct,
-        "ef": args.ef,
-        "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
-        "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
-        "recall_at_10": round(found["recall_all"], 4),
-        "recall_shown": round(found["recall_shown"], 4),
-        "mate_recall": round(found["recall_mates"], 4),
-        "rss_mib": round(done["rss_mib"], 1),
+        "int8": args.quantization,
         "disk_mib": round(disk / 2**20, 1),
         "build_s": round(build_s, 1),
         "faces_per_s": round(size / build_s),
-        "open_s": round(done["open_s"], 2),
         "queries": len(query_rows),
         "real_faces": int(min(size, len(gallery_rows))),
     }
+    results = []
+    for ef, done in searches:
+        found = recalls(done["found"], rows, scores, real.person[query_rows], person)
+        milliseconds = np.array(done["seconds"]) * 1000
+        results.append(
+            {
+                **common,
+                "ef": ef,
+                "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
+                "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
+                "recall_at_10": round(found["recall_all"], 4),
+                "recall_shown": round(found["recall_shown"], 4),
+                "mate_recall": round(found["recall_mates"], 4),
+                "rss_mib": round(done["rss_mib"], 1),
+                "open_s": round(done["open_s"], 2),
+            }
+        )
+    return results
 
 
 def distributions(real: Real, model: FaceModel, rng: np.random.Generator) -> dict[str, Any]:
@@ -258,7 +275,15 @@ def main() -> None:
     parser.add_argument("--store", choices=("edge", "local"), default="edge")
     parser.add_argument("--m", type=int, default=HnswSettings.m)
     parser.add_argument("--ef-construct", type=int, default=HnswSettings.ef_construct)
-    parser.add_argument("--ef", type=int, default=HnswSettings.ef)
+    parser.add_argument(
+        "--ef", type=int, nargs="+", default=[HnswSettings.ef], help="search ef, one or more"
+    )
+    parser.add_argument(
+        "--quantization",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="int8 scalar quantization with rescoring (Edge)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="folder for the indexes")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
     parser.add_argument("--distributions", action="store_true", help="print score summaries")
@@ -272,11 +297,11 @@ def main() -> None:
         for name, summary in distributions(real, model, np.random.default_rng(1)).items():
             print(f"{name:<17} " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items()))
     for size in args.faces:
-        result = measure(size, args, real, model, np.random.default_rng(size))
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+        for result in measure(size, args, real, model, np.random.default_rng(size)):
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
 
 if __name__ == "__main__":

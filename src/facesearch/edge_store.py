@@ -303,8 +303,9 @@ class EdgeFaceStore:
         ]
         if points:
             self._faces.update(qe.UpdateOperation.upsert_points(points))
+        stored = self._stored([image.image_id for image, _ in items])
         for image, faces in items:
-            if self._image(image.image_id) is not None:  # stored before: may have more
+            if image.image_id in stored:  # stored before: may have more faces
                 self._drop_faces_but(image.image_id, [face.face_index for face in faces])
         records = [
             qe.Point(image_point_id(image.image_id), {}, image.payload()) for image, _ in items
@@ -312,6 +313,12 @@ class EdgeFaceStore:
         if records:
             self._shard(IMAGES_COLLECTION).update(qe.UpdateOperation.upsert_points(records))
         self._optimize(self.collection, IMAGES_COLLECTION)
+
+    def _stored(self, image_ids: list[str]) -> set[str]:
+        """Which of these images have a record already (one call for the whole batch)."""
+        points = {image_point_id(image): image for image in image_ids}
+        found = self._shard(IMAGES_COLLECTION).retrieve(list(points), False, False)
+        return {points[str(point.id)] for point in found}
 
     def _drop_faces_but(self, image_id: str, kept: list[int]) -> None:
         others = qe.FieldCondition("face_index", match=qe.MatchAny(kept))

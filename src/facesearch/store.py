@@ -243,8 +243,9 @@ class QdrantFaceStore:
         points = [self._face_point(image, face) for image, faces in items for face in faces]
         if points:
             self.client.upsert(self.collection, points, wait=True)
+        stored = self._stored([image.image_id for image, _ in items])
         for image, faces in items:
-            if self.get_image(image.image_id) is not None:  # stored before: may have more
+            if image.image_id in stored:  # stored before: may have more faces
                 self._drop_faces_but(image.image_id, [face.face_index for face in faces])
         records = [
             models.PointStruct(
@@ -254,6 +255,12 @@ class QdrantFaceStore:
         ]
         if records:
             self.client.upsert(IMAGES_COLLECTION, records, wait=True)
+
+    def _stored(self, image_ids: list[str]) -> set[str]:
+        """Which of these images have a record already (one call for the whole batch)."""
+        points = {image_point_id(image): image for image in image_ids}
+        found = self.client.retrieve(IMAGES_COLLECTION, list(points), with_payload=False)
+        return {points[str(point.id)] for point in found}
 
     def _drop_faces_but(self, image_id: str, kept: list[int]) -> None:
         others = models.FieldCondition(key="face_index", match=models.MatchAny(any=kept))

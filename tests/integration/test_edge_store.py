@@ -139,7 +139,7 @@ def test_the_hnsw_graph_is_built_as_the_index_grows_and_finds_every_face(tmp_pat
     first, at score 1 (random vectors, HNSW's hardest case: m=8, ef=64 miss about 0.3%)."""
     dim, path = 512, tmp_path / "edge"
     items = random_items(60, 100, dim)
-    store = EdgeFaceStore.open(MODEL, dim, path)  # m=16, ef_construct=128, ef=256
+    store = EdgeFaceStore.open(MODEL, dim, path)  # the default HNSW settings
     try:
         for start in range(0, len(items), 10):
             store.put_images(items[start : start + 10])

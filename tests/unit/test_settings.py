@@ -23,7 +23,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.limits.max_pixels == 50_000_000
     assert settings.max_faces_per_image == 100
     assert settings.store == "local"
-    assert settings.hnsw == HnswSettings(m=16, ef_construct=128, ef=256)
+    assert settings.hnsw == HnswSettings(m=16, ef_construct=128, ef=2048)
     assert settings.edge_path == settings.home / "edge"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from facesearch.errors import StoreError
-from facesearch.store import FRAMES_COLLECTION, IMAGES_COLLECTION
+from facesearch.store import FRAMES_COLLECTION, IMAGES_COLLECTION, in_use
 
 FORMAT_VERSION = 1  # of the folder's layout; a newer one is refused, naming its version
 MANIFEST, LOCK_FILE = "manifest.json", ".lock"
@@ -41,10 +41,7 @@ class FolderLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             handle.close()
-            raise StoreError(
-                f"the index at {folder} is in use by another facesearch process; wait for it "
-                "to finish or use another --data-dir"
-            ) from exc
+            raise in_use(folder) from exc
         return cls(handle)
 
     def release(self) -> None:

@@ -102,6 +102,14 @@ def _locked(method: T) -> T:
     return wrapper  # type: ignore[return-value]
 
 
+def in_use(path: Path) -> StoreError:
+    """An embedded index that another process holds (one process at a time per folder)."""
+    return StoreError(
+        f"the index at {path} is in use by another facesearch process; wait for it to finish "
+        "or use another --data-dir"
+    )
+
+
 def faces_collection_name(model_id: str) -> str:
     return "faces__" + re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
 
@@ -135,10 +143,7 @@ class QdrantFaceStore:
                 path.mkdir(parents=True, exist_ok=True)
                 client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
         except RuntimeError as exc:  # local mode's lock: one process per data directory
-            raise StoreError(
-                f"the index at {path} is in use by another facesearch process; wait for it "
-                "to finish or use another --data-dir"
-            ) from exc
+            raise in_use(path) from exc
         except Exception as exc:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         try:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facesearch.devstack.processes import BackgroundServer, file_lock, process_args, terminate
+from facesearch.devstack.processes import BackgroundServer, file_lock, terminate
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.settings import MAX_MESSAGE_BYTES
 
@@ -312,19 +312,8 @@ class Broker(BackgroundServer):
         meta = self.log_dirs / "meta.properties"
         return _read_properties(meta).get("cluster.id", "") if meta.is_file() else ""
 
-    def running_pid(self) -> int | None:
-        """The pid of the broker started from this data folder, if it still runs."""
-        if self._process is not None and self._process.poll() is None:
-            return self._process.pid
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        args = process_args(pid)
-        # The pid may have been reused by another process since the broker ended.
-        if args is None or "kafka.Kafka" not in args or str(self.config_path) not in args:
-            return None
-        return pid
+    def owns(self, args: list[str]) -> bool:
+        return "kafka.Kafka" in args and str(self.config_path) in args
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Return once the broker answers a client (metadata with its own cluster id); raise

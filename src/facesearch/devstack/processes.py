@@ -74,8 +74,27 @@ def terminate(pid: int, timeout_s: float, child: subprocess.Popen[bytes] | None,
 
 
 class BackgroundServer:
-    """A server process this code starts and stops (the broker, Qdrant): in a ``with`` block it
-    is started and ready inside, and stopped after."""
+    """A server process this code starts and stops (the broker, Qdrant), its pid in
+    ``pid_path``: in a ``with`` block it is started and ready inside, and stopped after."""
+
+    pid_path: Path
+    _process: subprocess.Popen[bytes] | None
+
+    def owns(self, args: list[str]) -> bool:
+        """Whether a process with this command line is this server."""
+        raise NotImplementedError
+
+    def running_pid(self) -> int | None:
+        """The pid of the server started from this data folder, if it still runs."""
+        if self._process is not None and self._process.poll() is None:
+            return self._process.pid
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        args = process_args(pid)
+        # The pid may have been reused by another process since the server ended.
+        return pid if args is not None and self.owns(args) else None
 
     def start(self) -> None:
         raise NotImplementedError

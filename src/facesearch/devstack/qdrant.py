@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from facesearch.devstack.processes import BackgroundServer, process_args, terminate
+from facesearch.devstack.processes import BackgroundServer, terminate
 from facesearch.errors import ConfigError, FaceSearchError
 
 log = logging.getLogger(__name__)
@@ -117,19 +117,8 @@ class QdrantServer(BackgroundServer):
         self.pid_path.write_text(f"{self._process.pid}\n")
         log.info("started Qdrant pid %d at %s", self._process.pid, self.url)
 
-    def running_pid(self) -> int | None:
-        """The pid of the server started from this data folder, if it still runs."""
-        if self._process is not None and self._process.poll() is None:
-            return self._process.pid
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        args = process_args(pid)
-        # The pid may have been reused by another process since the server ended.
-        if args is None or not args or Path(args[0]).name != self.binary.name:
-            return None
-        return pid
+    def owns(self, args: list[str]) -> bool:
+        return bool(args) and Path(args[0]).name == self.binary.name
 
     def answers(self) -> bool:
         try:

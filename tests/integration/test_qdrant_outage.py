@@ -5,7 +5,6 @@ its ingest health and metrics, keeps answering queries, and once Qdrant is back 
 from where it stopped, skipping nothing and doubling nothing."""
 
 import errno
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ import pytest
 from test_services import assert_committed_to_the_end, embeddings_event, nearest_to_yao
 
 from facesearch.devstack.broker import free_port
-from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
+from facesearch.devstack.qdrant import QdrantServer
 from facesearch.proto.v1 import api_pb2, internal_pb2_grpc
 from facesearch.rpc.health import check
 from facesearch.runtime.service import INGEST_HEALTH
@@ -152,14 +151,12 @@ def test_a_qdrant_server_stopped_mid_stream_stalls_ingest_and_nothing_is_lost_or
     face_models: Any,
     metric: Callable[..., float],
     tmp_path: Path,
+    qdrant_binary: Path,
 ) -> None:
     """A real Qdrant server stopped while images arrive, then started again on its storage:
     the search service retries, pauses, reports it, and then stores every image with exactly
     its faces (per image, and in total: nothing doubled)."""
-    binary = find_binary(os.environ)
-    if binary is None:
-        pytest.skip(f"no Qdrant server binary: set QDRANT_BIN, or put one at {SHARED_BINARY}")
-    server = QdrantServer(binary, tmp_path / "qdrant-server", free_port(), free_port())
+    server = QdrantServer(qdrant_binary, tmp_path / "qdrant-server", free_port(), free_port())
     with server:
         env = {**service_env, "QDRANT_URL": server.url}
         topic, model = env["FACESEARCH_TOPIC_EMBEDDINGS"], face_models.model_id

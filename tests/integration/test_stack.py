@@ -6,16 +6,12 @@ service's /metrics counts what was sent; everything SERVING, the health probe co
 after ``down`` no process of the stack is left."""
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from facesearch.devstack.qdrant import SHARED_BINARY, find_binary
 from facesearch.devstack.stack import KAFKA, QDRANT, SERVICES
 
 UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
@@ -138,15 +134,13 @@ def test_a_qdrant_server_shared_by_two_search_replicas(
     run_with_env: Run,
     demo: dict[str, Path],
     metric: Callable[..., float],
+    qdrant_binary: Path,
 ) -> None:
     """``stack up --qdrant-server --search-replicas 2``: the index lives in a real Qdrant server
     (none in the data folder), both replicas consume the embeddings and answer the gateway's
     queries, and ``down`` stops the server too."""
-    if find_binary(os.environ) is None:
-        pytest.skip(f"no Qdrant server binary: set QDRANT_BIN, or put one at {SHARED_BINARY}")
     run = run_with_env
-    binary = {k: v for k, v in os.environ.items() if k == "QDRANT_BIN"}
-    env = {**stack_env, **binary}  # stack_env drops QDRANT_*: the binary is the stack's to find
+    env = {**stack_env, "QDRANT_BIN": str(qdrant_binary)}  # stack_env drops QDRANT_*
     home = Path(env["FACESEARCH_HOME"]).resolve()
     searches = ["search", "search-2"]
     pids: set[int] = set()

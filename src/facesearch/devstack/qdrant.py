@@ -105,15 +105,21 @@ class QdrantServer(BackgroundServer):
         (self.data_dir / SAVED).write_text(json.dumps({**saved, "grpc_port": self.grpc_port}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("QDRANT__")}
         with self.log_path.open("wb") as output:
-            self._process = subprocess.Popen(
-                [str(self.binary)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,  # it writes into its working folder only under the paths given
-                env={**env, **self.environment()},
-                start_new_session=True,
-            )
+            try:
+                self._process = subprocess.Popen(
+                    [str(self.binary)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.data_dir,  # it writes only under the paths given
+                    env={**env, **self.environment()},
+                    start_new_session=True,
+                )
+            except OSError as exc:  # not there, not executable
+                raise QdrantServerError(
+                    f"cannot run the Qdrant server binary {self.binary}: {exc.strerror}; set "
+                    "QDRANT_BIN to Qdrant's server binary"
+                ) from exc
         self.pid_path.write_text(f"{self._process.pid}\n")
         log.info("started Qdrant pid %d at %s", self._process.pid, self.url)
 

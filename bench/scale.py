@@ -112,14 +112,14 @@ def image_id(row: int) -> str:
     return f"{row:064x}"
 
 
-def build(store: FaceStore, vectors: np.ndarray) -> None:
+def build(store: FaceStore, vectors: np.ndarray, model: str = MODEL) -> None:
     meta = ImageMeta("synthetic")
     for start in range(0, len(vectors), BATCH):
         items = []
         for row in range(start, min(start + BATCH, len(vectors))):
             key = image_id(row)
             face = FaceRecord(key, 0, (0.0, 0.0, 1.0, 1.0), 1.0, 1.0, vectors[row].tolist())
-            items.append((ImageRecord(key, meta, 1, MODEL, 1, 1, ""), [face]))
+            items.append((ImageRecord(key, meta, 1, model, 1, 1, ""), [face]))
         store.put_images(items)
 
 

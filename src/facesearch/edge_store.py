@@ -14,15 +14,22 @@ The manifest does the alias ``faces``'s work: it names the model whose faces the
 and the index refuses to open for another model.
 
 Edge runs no optimizer on its own: after each write the store asks it to optimize, which does
-nothing (microseconds) until a segment outgrows the indexing threshold (about 5,000 faces of
-512 dimensions); then that write pays for building the segment's HNSW graph (about a second
-per 5,000 faces here), under the store's lock.
+nothing (microseconds) until the segment taking new faces outgrows the indexing threshold
+(``INDEXING_THRESHOLD_KB``, about 20,000 faces of 512 dimensions; until then they are searched
+exactly); then that write pays for building the segment's HNSW graph, or merging it into a
+larger one (seconds, under the store's lock, and holding Python's GIL).
+
+Edge writes through memory-mapped files, and a write that finds the disk full kills the process
+(SIGBUS) instead of failing. So every write first checks that the disk has room for it
+(``MIN_FREE_BYTES`` and ``BYTES_PER_FACE`` for each point written) and is refused with a
+``StoreError`` when it has not: the search service then retries and pauses as for any outage.
 """
 
 import contextlib
 import functools
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,7 +72,12 @@ from facesearch.store import (
     IMAGE_INDEXES,
     IMAGES_COLLECTION,
     MAX_FACES_LISTED,
+    ImageItem,
+    exported_items,
     faces_collection_name,
+    paged,
+    staged_from_payload,
+    with_vector,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +86,16 @@ if TYPE_CHECKING:
 # Edge refuses a shard without any vector (EdgeConfig needs a dense or a sparse one): images
 # and staged frames get one sparse vector that no point ever has, which costs nothing.
 NO_VECTOR = "none"
+# Faces are taken in by a segment searched exactly until it holds this much vector data; then
+# the write that passed it builds its graph. Qdrant's default, 10,000 KB, builds and merges
+# graphs every 5,000 faces (838 faces/s at 10^5 in bench/scale.py); 40,000 KB, 3,661/s.
+INDEXING_THRESHOLD_KB = 40_000
 FULL_SCAN_KB = 10_000  # below this much vector data, a filtered search scans (Qdrant's default)
+# Room a write needs on the index's disk: measured, a fresh index takes 23 MiB and 2,000 faces
+# of 512 dimensions 10 MiB more (about 5 KiB a face, with the write-ahead log); three times
+# that a face, above a reserve.
+MIN_FREE_BYTES = 16 * 2**20
+BYTES_PER_FACE = 16 * 2**10
 OVERSAMPLING = 2.0  # quantized candidates per result, rescored with the original vectors
 _SCHEMAS = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 T = TypeVar("T", bound=Callable[..., Any])
@@ -119,6 +140,7 @@ def _faces_config(dim: int, hnsw: HnswSettings, quantization: bool) -> qe.EdgeCo
         vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine),
         hnsw_config=qe.HnswIndexConfig(hnsw.m, hnsw.ef_construct, FULL_SCAN_KB),
         quantization_config=quantized,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
     )
 
 
@@ -288,10 +310,25 @@ class EdgeFaceStore:
         faces = [face_from_payload(p.payload or {}) for p in points]
         return sorted(faces, key=lambda face: face.face_index)
 
+    def _check_room(self, points: int) -> None:
+        """Refuse a write of ``points`` points that the disk has no room for (see above)."""
+        needed = MIN_FREE_BYTES + points * BYTES_PER_FACE
+        try:
+            disk = os.statvfs(self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot read the free space of {self.path}: {exc}") from exc
+        free = disk.f_bavail * disk.f_frsize
+        if free < needed:
+            raise StoreError(
+                f"the disk holding the index at {self.path} has {free / 2**20:.0f} MiB free and "
+                f"this write needs {needed / 2**20:.0f} MiB; free some space on it"
+            )
+
     @_locked
     def put_images(self, items: Sequence[tuple[ImageRecord, Sequence[FaceRecord]]]) -> None:
         """Write faces, then image records; drop the faces an earlier run of an image stored
         that this one does not have (face indexes need not be contiguous)."""
+        self._check_room(len(items) + sum(len(faces) for _, faces in items))
         points = [
             qe.Point(
                 face_point_id(image.image_id, face.face_index, self.model_id),
@@ -335,6 +372,7 @@ class EdgeFaceStore:
     @_locked
     def stage_frame(self, frame: FrameFaces) -> None:
         """Keep one sampled frame's faces until its video's last frame (idempotent)."""
+        self._check_room(1 + len(frame.faces))
         point_id = frame_point_id(frame.video_id, frame.sample, self.model_id)
         point = qe.Point(point_id, {}, frame_payload(frame, self.model_id))
         self._shard(FRAMES_COLLECTION).update(qe.UpdateOperation.upsert_points([point]))
@@ -356,6 +394,7 @@ class EdgeFaceStore:
 
     @_locked
     def drop_staged(self, video_id: str) -> None:
+        self._check_room(0)
         operation = qe.UpdateOperation.delete_points_by_filter(self._staged(video_id))
         self._shard(FRAMES_COLLECTION).update(operation)
         self._optimize(FRAMES_COLLECTION)
@@ -392,6 +431,7 @@ class EdgeFaceStore:
         """Delete what the selector names; returns (images, faces) deleted."""
         condition = _match_all(selector_pairs(selector))
         assert condition is not None  # selector_pairs refuses an empty selector
+        self._check_room(0)
         images_shard = self._shard(IMAGES_COLLECTION)
         faces = self._faces.count(qe.CountRequest(exact=True, filter=condition))
         images = images_shard.count(qe.CountRequest(exact=True, filter=condition))
@@ -399,6 +439,51 @@ class EdgeFaceStore:
         images_shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
         self._optimize(self.collection, IMAGES_COLLECTION)
         return images, faces
+
+    def export(self, batch: int) -> Iterator[list[ImageItem]]:
+        """Every image record of this model, ``batch`` at a time, each with its faces and their
+        vectors: what ``stores.copy_index`` writes into another store."""
+        return paged(functools.partial(self._export_page, batch))
+
+    @_locked
+    def _export_page(self, batch: int, offset: Any) -> tuple[list[ImageItem], Any]:
+        request = qe.ScrollRequest(
+            offset=offset, limit=batch, filter=self._mine(), with_payload=True
+        )
+        points, offset = self._shard(IMAGES_COLLECTION).scroll(request)
+        images = [ImageRecord.from_payload(p.payload or {}) for p in points]
+        if not images:
+            return [], offset
+        of_page = qe.FieldCondition(
+            "image_id", match=qe.MatchAny([image.image_id for image in images])
+        )
+        faces: list[FaceRecord] = []
+        after: Any = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=after,
+                limit=MAX_FACES_LISTED,
+                filter=qe.Filter(must=[of_page]),
+                with_payload=True,
+                with_vector=True,
+            )
+            found, after = self._faces.scroll(request)
+            faces.extend(with_vector(p.payload, p.vector) for p in found)
+            if after is None:
+                return exported_items(images, faces), offset
+
+    def export_staged(self) -> Iterator[list[FrameFaces]]:
+        """Every staged frame of this model (of videos still arriving), a page at a time."""
+        return paged(self._staged_page)
+
+    @_locked
+    def _staged_page(self, offset: Any) -> tuple[list[FrameFaces], Any]:
+        request = qe.ScrollRequest(offset=offset, limit=256, filter=self._mine(), with_payload=True)
+        points, offset = self._shard(FRAMES_COLLECTION).scroll(request)
+        return [staged_from_payload(p.payload) for p in points], offset
+
+    def _mine(self) -> qe.Filter | None:
+        return _match_all([("model", self.model_id)])
 
     @_locked
     def stats(self) -> StoreStats:

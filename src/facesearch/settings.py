@@ -70,7 +70,7 @@ class VideoSettings:
         return settings
 
 
-STORES = ("local", "edge")  # FACESEARCH_STORE: the embedded index's engine
+STORES = ("edge", "local")  # FACESEARCH_STORE: the embedded index's engine, the default first
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ class CoreSettings:
     home: Path = DEFAULT_HOME
     qdrant_url: str = ""
     qdrant_dir: Path | None = None  # QDRANT_PATH; unset means <home>/qdrant
-    # FACESEARCH_STORE: the embedded index (without QDRANT_URL) on qdrant-client's local mode
-    # (exact, in RAM) or on Qdrant Edge (HNSW, on disk, quantized), in edge_path.
-    store: str = "local"
+    # FACESEARCH_STORE: the embedded index (without QDRANT_URL) on Qdrant Edge (HNSW, on disk,
+    # quantized) in edge_path, or on qdrant-client's local mode (exact, in RAM) in qdrant_path.
+    store: str = STORES[0]
     hnsw: HnswSettings = field(default_factory=HnswSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     limits: ImageLimits = field(default_factory=ImageLimits)
@@ -168,7 +168,7 @@ class CoreSettings:
 
 
 def read_store(reader: "EnvReader") -> str:
-    raw = reader.text("FACESEARCH_STORE", "local")
+    raw = reader.text("FACESEARCH_STORE", STORES[0])
     if raw.lower() not in STORES:
         raise ConfigError(f"FACESEARCH_STORE={raw!r} must be one of: {', '.join(STORES)}")
     return raw.lower()

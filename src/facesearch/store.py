@@ -12,11 +12,12 @@ written before their image record: a crash in between leaves the image unrecorde
 run indexes it again over the same ids.
 """
 
+import dataclasses
 import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -58,6 +59,8 @@ IMAGE_INDEXES = {
 }
 FRAME_INDEXES = {"video_id": KEYWORD, "model": KEYWORD}
 T = TypeVar("T", bound=Callable[..., Any])
+P = TypeVar("P")
+ImageItem = tuple[ImageRecord, list[FaceRecord]]  # an image record and its faces, with vectors
 MAX_FACES_LISTED = 1000  # above the detector's per-image limit
 
 
@@ -85,6 +88,8 @@ class FaceStore(Protocol):
     def stats(self) -> StoreStats: ...
     def collection_names(self) -> set[str]: ...
     def aliases(self) -> dict[str, str]: ...
+    def export(self, batch: int) -> Iterator[list["ImageItem"]]: ...
+    def export_staged(self) -> Iterator[list[FrameFaces]]: ...
 
 
 def _locked(method: T) -> T:
@@ -108,6 +113,40 @@ def in_use(path: Path) -> StoreError:
         f"the index at {path} is in use by another facesearch process; wait for it to finish "
         "or use another --data-dir"
     )
+
+
+def with_vector(payload: dict[str, Any] | None, vector: Any) -> FaceRecord:
+    """A stored face with its vector, as either client returns a point's vector."""
+    if isinstance(vector, dict):  # named vectors; a face's is the unnamed one
+        vector = vector.get("")
+    return dataclasses.replace(face_from_payload(payload or {}), vector=list(vector or []))
+
+
+def exported_items(images: list[ImageRecord], faces: Sequence[FaceRecord]) -> list[ImageItem]:
+    """Each image of a page with its faces, in face_index order."""
+    by_image: dict[str, list[FaceRecord]] = {image.image_id: [] for image in images}
+    for face in faces:
+        by_image.setdefault(face.image_id, []).append(face)
+    return [
+        (image, sorted(by_image[image.image_id], key=lambda face: face.face_index))
+        for image in images
+    ]
+
+
+def staged_from_payload(payload: dict[str, Any] | None) -> FrameFaces:
+    payload = payload or {}
+    return frame_from_payload(str(payload.get("video_id", "")), payload)
+
+
+def paged(fetch: Callable[[Any], tuple[list[P], Any]]) -> Iterator[list[P]]:
+    """The pages ``fetch(offset)`` returns, from the first until it gives no next offset."""
+    offset: Any = None
+    while True:
+        page, offset = fetch(offset)
+        if page:
+            yield page
+        if offset is None:
+            return
 
 
 def faces_collection_name(model_id: str) -> str:
@@ -344,6 +383,50 @@ class QdrantFaceStore:
         self.client.delete(self.collection, selector_, wait=True)
         self.client.delete(IMAGES_COLLECTION, selector_, wait=True)
         return images, faces
+
+    def export(self, batch: int) -> Iterator[list[ImageItem]]:
+        """Every image record of this model, ``batch`` at a time, each with its faces and their
+        vectors: what ``stores.copy_index`` writes into another store."""
+        return paged(functools.partial(self._export_page, batch))
+
+    @_locked
+    def _export_page(self, batch: int, offset: Any) -> tuple[list[ImageItem], Any]:
+        points, offset = self.client.scroll(
+            IMAGES_COLLECTION, scroll_filter=self._mine(), limit=batch, offset=offset
+        )
+        images = [ImageRecord.from_payload(p.payload or {}) for p in points]
+        if not images:
+            return [], offset
+        of_page = models.FieldCondition(
+            key="image_id", match=models.MatchAny(any=[image.image_id for image in images])
+        )
+        faces: list[FaceRecord] = []
+        after: Any = None
+        while True:
+            found, after = self.client.scroll(
+                self.collection,
+                scroll_filter=models.Filter(must=[of_page]),
+                limit=MAX_FACES_LISTED,
+                offset=after,
+                with_vectors=True,
+            )
+            faces.extend(with_vector(p.payload, p.vector) for p in found)
+            if after is None:
+                return exported_items(images, faces), offset
+
+    def export_staged(self) -> Iterator[list[FrameFaces]]:
+        """Every staged frame of this model (of videos still arriving), a page at a time."""
+        return paged(self._staged_page)
+
+    @_locked
+    def _staged_page(self, offset: Any) -> tuple[list[FrameFaces], Any]:
+        points, offset = self.client.scroll(
+            FRAMES_COLLECTION, scroll_filter=self._mine(), limit=256, offset=offset
+        )
+        return [staged_from_payload(p.payload) for p in points], offset
+
+    def _mine(self) -> models.Filter | None:
+        return _match_all([("model", self.model_id)])
 
     @_locked
     def stats(self) -> StoreStats:

@@ -101,6 +101,28 @@ def qdrant_server(
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB filesystem of this test's own (a tmpfs), unmounted at the end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        # Mounting needs root (CAP_SYS_ADMIN), which this project's machines and CI have. Without
+        # it the only disk to fill would be the machine's own, which a test must not do; the
+        # retry, pause and resume path stays covered by the unit tests of streaming.
+        pytest.skip(f"a disk-full fault needs a tmpfs, and mount failed: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     """This test's FACESEARCH_HOME (the CLI keeps its index in home/qdrant)."""
     path = tmp_path / "home"

@@ -1,6 +1,7 @@
 """The ``facesearch`` command as a user runs it: a subprocess with its own FACESEARCH_HOME."""
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -12,8 +13,8 @@ from cli_checks import as_json, ok
 
 from facesearch import __version__
 from facesearch.calibration import LFW_THRESHOLD
+from facesearch.edge_store import EdgeFaceStore
 from facesearch.models import FaceModels
-from facesearch.store import QdrantFaceStore
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 YAO_BOX = (720, 142, 764, 192)
@@ -103,7 +104,7 @@ def test_indexing_the_same_photos_twice_adds_nothing(
     again = as_json(run_cli("stats", "--json"))
     assert again == stats
     assert (stats["images"], stats["images_with_faces"], stats["faces"]) == (3, 3, 33)
-    assert stats["location"] == str(home / "qdrant")
+    assert stats["location"] == str(home / "edge")
 
 
 def test_index_text_output_and_stats_text_output(run_cli: Cli, demo: dict[str, Path]) -> None:
@@ -348,7 +349,7 @@ def test_delete_of_an_image_that_is_neither_a_file_nor_an_id(run_cli: Cli) -> No
 def test_an_index_in_use_is_reported_not_a_traceback(
     run_cli: Cli, home: Path, face_models: FaceModels
 ) -> None:
-    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, home / "qdrant")
+    store = EdgeFaceStore.open(face_models.model_id, face_models.dim, home / "edge")
     try:
         result = run_cli("stats")
     finally:
@@ -362,7 +363,7 @@ def test_an_index_in_use_is_reported_not_a_traceback(
 def test_an_index_of_another_model_is_refused(
     run_cli: Cli, home: Path, face_models: FaceModels, demo: dict[str, Path]
 ) -> None:
-    store = QdrantFaceStore.open("other-model", face_models.dim, home / "qdrant")
+    store = EdgeFaceStore.open("other-model", face_models.dim, home / "edge")
     store.close()
 
     result = run_cli("index", demo["gdp"])
@@ -371,6 +372,26 @@ def test_an_index_of_another_model_is_refused(
     assert "holds faces of other-model" in result.stderr
     assert face_models.model_id in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_index_an_older_facesearch_left_in_local_mode_is_moved_into_edge_and_kept(
+    run_cli: Cli, run_with_env: Cli, home: Path, demo: dict[str, Path]
+) -> None:
+    older = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    older.update(FACESEARCH_HOME=str(home), FACESEARCH_STORE="local")
+    ok(run_with_env(older, "index", *gallery(demo), "--label", "gallery"))
+    before = as_json(run_with_env(older, "search", demo["yaoming"], "--json"))
+
+    moved = run_cli("search", demo["yaoming"], "--json")
+
+    assert as_json(moved) == before
+    assert f"moving the index at {home / 'qdrant'}" in moved.stderr
+    assert f"{home / 'qdrant.migrated'} can be deleted" in moved.stderr
+    assert (home / "qdrant.migrated" / "meta.json").is_file()
+    assert not (home / "qdrant").exists()
+    again = run_cli("search", demo["yaoming"], "--json")
+    assert as_json(again) == before
+    assert again.stderr == ""
 
 
 def test_data_dir_wins_over_facesearch_home(
@@ -382,8 +403,8 @@ def test_data_dir_wins_over_facesearch_home(
     there = as_json(run_cli("stats", "--json", "--data-dir", elsewhere))
     here = as_json(run_cli("stats", "--json"))
 
-    assert (there["faces"], there["location"]) == (5, str(elsewhere / "qdrant"))
-    assert (here["faces"], here["location"]) == (0, str(home / "qdrant"))
+    assert (there["faces"], there["location"]) == (5, str(elsewhere / "edge"))
+    assert (here["faces"], here["location"]) == (0, str(home / "edge"))
 
 
 # -- help -------------------------------------------------------------------------------------

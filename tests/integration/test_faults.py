@@ -36,7 +36,7 @@ from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.rpc.client import GatewayClient, IndexItem
 from facesearch.rpc.settings import SERVICES as SETTINGS_OF
 from facesearch.settings import CoreSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.stores import open_store
 from facesearch.stream.worker import dlq_topic
 
 STREAM = 500  # images per fault, as the issue asks
@@ -559,24 +559,22 @@ def test_the_index_on_disk_holds_every_face_once(faults: FaultStack) -> None:
     # images here would only check a stream without any fault.
     if not faults.sent:
         pytest.skip("checks the images the fault tests of this module sent; none ran before it")
-    faults.stack.down()  # the search service holds the local Qdrant's lock
+    faults.stack.down()  # the search service holds the embedded index's lock
     model_id, dim = recognizer_identity(faults.settings.models)
-    store = QdrantFaceStore.open(model_id, dim, faults.stack.qdrant_path)
+    store = open_store(CoreSettings(qdrant_dir=faults.stack.qdrant_path), model_id, dim)
     try:
-        # One pass over every face point (a filter per image scans them all each time).
-        points, _ = store.client.scroll(
-            store.collection, limit=10 * len(faults.sent) + 100, with_payload=["image_id"]
-        )
-        faces: dict[str, int] = {}
-        for point in points:
-            key = str((point.payload or {}).get("image_id"))
-            faces[key] = faces.get(key, 0) + 1
-        found = {key: faces.get(key, 0) if store.get_image(key) else None for key in faults.sent}
+        # One pass over every image record, each with its faces.
+        found = {image.image_id: len(faces) for page in store.export(1000) for image, faces in page}
         stats = store.stats()
     finally:
         store.close()
-    strays = set(faces) - set(faults.sent)
-    assert not strays, f"faces of images never sent: {sorted(strays)[:5]}"
-    wrong = {key: (found[key], faces) for key, faces in faults.sent.items() if found[key] != faces}
+    strays = set(found) - set(faults.sent)
+    assert not strays, f"images never sent: {sorted(strays)[:5]}"
+    wrong = {
+        key: (found.get(key), faces)
+        for key, faces in faults.sent.items()
+        if found.get(key) != faces
+    }
     assert not wrong, f"{len(wrong)} images (got, expected): {list(wrong.items())[:5]}"
+    # and no face without its image record
     assert (stats.images, stats.faces) == (len(faults.sent), sum(faults.sent.values()))

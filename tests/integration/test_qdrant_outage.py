@@ -1,18 +1,16 @@
-"""Qdrant failing for a while: the search service's local index on a small disk that fills up
-(every upsert then fails in SQLite, "database or disk is full"), or a real Qdrant server
+"""Qdrant failing for a while: the search service's embedded index on a small disk that fills up
+(every write is then refused for want of room), or a real Qdrant server
 stopped and started again. The service retries with backoff, pauses the partition, says so in
 its ingest health and metrics, keeps answering queries, and once Qdrant is back catches up
 from where it stopped, skipping nothing and doubling nothing."""
 
-import errno
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
+from disk_checks import fill
 from test_services import assert_committed_to_the_end, embeddings_event, nearest_to_yao
 
 from facesearch.devstack.broker import free_port
@@ -22,47 +20,6 @@ from facesearch.rpc.health import check
 from facesearch.runtime.service import INGEST_HEALTH
 
 STEP_S = 90.0  # for the service to notice the fault, or to catch up after it
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB filesystem of this test's own (a tmpfs), unmounted at the end."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        # Mounting needs root (CAP_SYS_ADMIN), which this project's machines and CI have. Without
-        # it the only disk to fill would be the machine's own, which a test must not do; the
-        # retry, pause and resume path stays covered by the unit tests of streaming.
-        pytest.skip(f"a disk-full fault needs a tmpfs, and mount failed: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` with one file; returns it."""
-    filler = disk / "filler"
-    chunk = b"\0" * (1 << 20)
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    with filler.open("ab", buffering=0) as out:  # the last partial megabyte too
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
 
 
 def until(what: str, test: Callable[[], bool]) -> None:

@@ -160,7 +160,8 @@ def test_a_qdrant_server_shared_by_two_search_replicas(
         stats = json.loads(run(env, "stats", "--gateway", gateway, "--json").stdout)
         assert (stats["images"], stats["faces"]) == (3, 22 + 5 + 6)
         assert stats["location"] == components[QDRANT]["address"]
-        assert not (home / "qdrant").exists()  # nothing in the embedded index's folder
+        assert not (home / "qdrant").exists()  # nothing in the embedded index's folders
+        assert not (home / "edge").exists()
         consumed = "facesearch_messages_consumed_total"
         ports = [components[n]["metrics_port"] for n in searches]
         events = metric(

@@ -2,13 +2,16 @@
 qdrant-client's local mode, a real Qdrant server (started by the ``qdrant_server`` fixture;
 these skip where there is no binary), and Qdrant Edge. Each test starts from an empty index."""
 
-from collections.abc import Iterator
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import as_json, ok
 from qdrant_client import QdrantClient
 
 from facesearch.devstack.qdrant import QdrantServer
@@ -25,6 +28,7 @@ from facesearch.store import (
     QdrantFaceStore,
     faces_collection_name,
 )
+from facesearch.stores import Copied, copy_index
 
 Analyzed = dict[str, tuple[AnalyzedImage, np.ndarray]]
 Item = tuple[ImageRecord, list[FaceRecord]]
@@ -410,6 +414,17 @@ def test_a_second_open_of_a_local_folder_in_use_is_refused_with_a_clear_error(
     folder.open(face_models.model_id, face_models.dim).close()  # closing let it go
 
 
+def staged(rng: np.random.Generator, video: str, sample: int, faces: int, dim: int) -> FrameFaces:
+    """A sampled frame of ``video`` with ``faces`` random faces."""
+    vectors = rng.normal(size=(faces, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    found = [
+        FaceRecord(video, i, (i, 2.0, 30.0, 40.0), 0.9, 0.8, v.tolist())
+        for i, v in enumerate(vectors)
+    ]
+    return FrameFaces(video, sample, sample * 500, sample == 2, found)
+
+
 def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
     store: FaceStore,
 ) -> None:
@@ -417,13 +432,7 @@ def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
     video = "ab" * 32
 
     def frame(sample: int, faces: int) -> FrameFaces:
-        vectors = rng.normal(size=(faces, store.dim))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        found = [
-            FaceRecord(video, i, (i, 2.0, 30.0, 40.0), 0.9, 0.8, v.tolist())
-            for i, v in enumerate(vectors)
-        ]
-        return FrameFaces(video, sample, sample * 500, sample == 2, found)
+        return staged(rng, video, sample, faces, store.dim)
 
     frames = [frame(2, 1), frame(0, 2), frame(1, 0)]  # a frame without a face is kept too
     for kept in frames:
@@ -444,6 +453,75 @@ def test_video_frames_are_kept_in_order_overwritten_by_redelivery_and_dropped(
     store.drop_staged(video)
     assert store.staged_frames(video) == []
     assert len(store.staged_frames("cd" * 32)) == 1  # another video's frames stay
+
+
+def exported_faces(pages: list[list[Item]]) -> dict[str, Item]:
+    return {image.image_id: (image, faces) for page in pages for image, faces in page}
+
+
+def test_export_gives_every_image_record_with_its_faces_and_their_vectors(
+    store: FaceStore, analyzed: Analyzed
+) -> None:
+    items = [records(analyzed, name, store.model_id, label=name) for name in ("players", "gdp")]
+    items += [records(analyzed, name, store.model_id) for name in ("t1", "yaoming")]
+    faceless = replace(items[1][0], image_id="ef" * 32, faces=0)
+    store.put_images([*items, (faceless, [])])
+
+    pages = list(store.export(2))
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    got = exported_faces(pages)
+    assert got[faceless.image_id] == (faceless, [])
+    for image, faces in items:
+        got_image, got_faces = got[image.image_id]
+        assert got_image == image
+        assert [face.face_index for face in got_faces] == [face.face_index for face in faces]
+        for mine, theirs in zip(faces, got_faces, strict=True):
+            assert theirs.box == pytest.approx(mine.box, abs=1e-3)
+            assert np.allclose(theirs.vector, mine.vector, atol=1e-5)
+
+
+def test_export_staged_gives_every_staged_frame_of_every_video(store: FaceStore) -> None:
+    rng = np.random.default_rng(6)
+    videos = ("ab" * 32, "cd" * 32)
+    frames = [staged(rng, video, n, n + 1, store.dim) for video in videos for n in (0, 1)]
+    for frame in frames:
+        store.stage_frame(frame)
+
+    got = [frame for page in store.export_staged() for frame in page]
+
+    assert sorted((f.video_id, f.sample, f.ms, len(f.faces)) for f in got) == [
+        (f.video_id, f.sample, f.ms, len(f.faces)) for f in frames
+    ]
+    for frame in got:
+        (mine,) = [f for f in frames if (f.video_id, f.sample) == (frame.video_id, frame.sample)]
+        assert np.allclose([face.vector for face in frame.faces], [f.vector for f in mine.faces])
+
+
+def test_copy_index_into_edge_gives_the_same_answers_and_doubles_nothing_when_repeated(
+    store: FaceStore, analyzed: Analyzed, tmp_path: Path
+) -> None:
+    names = ("players", "gdp", "t1")
+    items = [records(analyzed, name, store.model_id, label=name) for name in names]
+    store.put_images(items)
+    store.stage_frame(staged(np.random.default_rng(7), "ab" * 32, 0, 2, store.dim))
+    target = EdgeFaceStore.open(store.model_id, store.dim, tmp_path / "copy")
+    try:
+        copied = copy_index(store, target)
+        again = copy_index(store, target)
+
+        assert copied == again == Copied(images=3, faces=face_total(items), frames=1)
+        assert replace(target.stats(), location="") == replace(store.stats(), location="")
+        assert len(target.staged_frames("ab" * 32)) == 1
+        query = analyzed["yaoming"][1]
+        theirs = target.query(query, 10, -1.0, Filters())[0]
+        mine = store.query(query, 10, -1.0, Filters())[0]
+        assert [(m.image_id, m.face_index) for m in theirs] == [
+            (m.image_id, m.face_index) for m in mine
+        ]
+        assert [m.score for m in theirs] == pytest.approx([m.score for m in mine], abs=1e-4)
+    finally:
+        target.close()
 
 
 def test_stores_opening_one_empty_server_at_once_all_succeed(
@@ -467,3 +545,34 @@ def test_stores_opening_one_empty_server_at_once_all_succeed(
         assert names == {stores[0].collection, IMAGES_COLLECTION, FRAMES_COLLECTION}
         assert aliases == {FACES_ALIAS}
     wipe(url)
+
+
+def test_migrate_copies_the_embedded_index_into_a_server_that_then_answers_the_same(
+    qdrant_server: QdrantServer,
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    run_with_env: Callable[..., subprocess.CompletedProcess[str]],
+    home: Path,
+    demo: dict[str, Path],
+) -> None:
+    ok(run_cli("index", demo["players"], demo["gdp"], demo["t1"], "--label", "gallery"))
+    embedded = as_json(run_cli("stats", "--json"))
+    url = qdrant_server.url
+    served = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    served.update(FACESEARCH_HOME=str(home / "unused"), QDRANT_URL=url)
+    try:
+        first = as_json(run_cli("migrate", "--to", url, "--json"))
+        again = as_json(run_cli("migrate", "--to", url, "--json"))
+        on_server = as_json(run_with_env(served, "stats", "--json"))
+        asked = ("search", demo["yaoming"], "--json", "--threshold", "-1")
+        there = as_json(run_with_env(served, *asked))
+        here = as_json(run_cli(*asked))
+    finally:
+        wipe(url)
+
+    copied = {"images": 3, "faces": 33, "frames": 0}
+    assert first == again == {"from": str(home / "edge"), "to": url, **copied}
+    assert {**on_server, "location": url} == {**embedded, "location": url}
+    (mine,), (theirs,) = here["faces"], there["faces"]
+    assert [m["image_id"] for m in theirs["matches"]] == [m["image_id"] for m in mine["matches"]]
+    scores = [m["score"] for m in theirs["matches"]]
+    assert scores == pytest.approx([m["score"] for m in mine["matches"]], abs=1e-4)

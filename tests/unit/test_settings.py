@@ -22,7 +22,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.limits.max_bytes == 50 * 1024 * 1024
     assert settings.limits.max_pixels == 50_000_000
     assert settings.max_faces_per_image == 100
-    assert settings.store == "local"
+    assert settings.store == "edge"
     assert settings.hnsw == HnswSettings(m=16, ef_construct=128, ef=2048)
     assert settings.edge_path == settings.home / "edge"
 
@@ -141,21 +141,21 @@ def test_video_sampling_is_part_of_the_core_settings() -> None:
 
 def test_the_embedded_store_and_its_hnsw_settings_are_read(tmp_path: Path) -> None:
     env = {
-        "FACESEARCH_STORE": " Edge ",
+        "FACESEARCH_STORE": " Local ",
         "FACESEARCH_HNSW_M": "32",
         "FACESEARCH_HNSW_EF_CONSTRUCT": "200",
         "FACESEARCH_HNSW_EF": "64",
         "QDRANT_PATH": str(tmp_path / "index" / "qdrant"),
     }
     settings = CoreSettings.from_env(env)
-    assert settings.store == "edge"
+    assert settings.store == "local"
     assert settings.hnsw == HnswSettings(m=32, ef_construct=200, ef=64)
     assert settings.edge_path == tmp_path / "index" / "edge"  # beside local mode's folder
 
 
 @pytest.mark.parametrize("value", ["server", "qdrant", "edge2"])
 def test_an_unknown_store_is_a_config_error_naming_the_variable(value: str) -> None:
-    with pytest.raises(ConfigError, match="local, edge") as caught:
+    with pytest.raises(ConfigError, match="edge, local") as caught:
         CoreSettings.from_env({"FACESEARCH_STORE": value})
     assert f"FACESEARCH_STORE={value!r}" in str(caught.value)
 

@@ -21,7 +21,7 @@ from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.searching import Found, LocalSteps, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
-from facesearch.stores import open_store
+from facesearch.stores import Copied, Progress, open_store
 
 EXIT_PARTIAL = 3  # the run finished but some inputs were skipped
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,9 +153,22 @@ def check_gateway(gateway: str | None, data_dir: Path | None) -> None:
 
 
 @contextmanager
+def copy_progress(description: str, total: int | None = None) -> Iterator[Progress]:
+    """A progress bar for an index being copied (shown on a terminal, after a second)."""
+    with tqdm(total=total, unit="img", desc=description, delay=1.0, file=sys.stderr) as bar:
+
+        def show(copied: Copied) -> None:
+            bar.update(copied.images - bar.n)
+            bar.set_postfix(faces=copied.faces, refresh=False)
+
+        yield show
+
+
+@contextmanager
 def opened(settings: CoreSettings) -> Iterator[tuple[FaceModels, FaceStore]]:
     models = FaceModels(settings.models)
-    store = open_store(settings, models.model_id, models.dim)
+    with copy_progress("moving the index into Qdrant Edge") as progress:
+        store = open_store(settings, models.model_id, models.dim, progress)
     try:
         yield models, store
     finally:

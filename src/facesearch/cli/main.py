@@ -23,6 +23,7 @@ from facesearch.cli.common import (
     wait_timeout_option,
 )
 from facesearch.cli.group import ReportingGroup
+from facesearch.cli.migrate import migrate
 from facesearch.cli.stack import stack
 from facesearch.cli.tools import compare, demo, demo_photos, eval_group
 from facesearch.cli.video import show_frame
@@ -287,7 +288,7 @@ def stats(
         output.print_stats(result)
 
 
-for command in (broker, compare, demo, eval_group, stack):
+for command in (broker, compare, demo, eval_group, migrate, stack):
     cli.add_command(command)
 cli.add_command(show_frame)
 cli.add_command(calibrate)

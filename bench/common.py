@@ -17,8 +17,9 @@ def rss_mib() -> float:
     return 0.0
 
 
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """The peak resident set size of a process (this one by default), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0

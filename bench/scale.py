@@ -18,14 +18,17 @@ the same vectors (NumPy):
 - ``mate_recall``: the same again, counting only the query person's own other photos.
 
 Also ``p50_ms``/``p99_ms`` of the store's ``query``, ``rss_mib`` (peak, of the searching
-process), ``disk_mib``, ``build_s`` (and faces per second), ``open_s``.
+process, or of the Qdrant server with ``--store server``), ``disk_mib``, ``build_s`` (and
+faces per second; for a server, until it has built its graph), ``open_s``.
 
-    .venv/bin/python bench/scale.py [--faces N ...] [--store edge|local] [--json]
+    .venv/bin/python bench/scale.py [--faces N ...] [--store edge|local|server] [--json]
 """
 
 import argparse
+import contextlib
 import json
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -34,10 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client.models import CollectionStatus
 
 from common import DEFAULT_DATA, peak_rss_mib
 from distractors import FaceModel, fit, pair_scores, score_summary
 from facesearch.calibration import OPERATING_POINTS, POSSIBLE_FMR
+from facesearch.devstack.broker import free_port
+from facesearch.devstack.qdrant import QdrantServer, require_binary
 from facesearch.edge_store import EdgeFaceStore
 from facesearch.evaluation import embed_people
 from facesearch.images import decode_image
@@ -45,7 +52,7 @@ from facesearch.models import FaceModels
 from facesearch.pipeline import analyze_decoded, embed
 from facesearch.records import FaceRecord, Filters, ImageMeta, ImageRecord
 from facesearch.settings import CoreSettings, HnswSettings
-from facesearch.store import FaceStore, QdrantFaceStore
+from facesearch.store import FaceStore, QdrantFaceStore, faces_collection_name
 
 SIZES = (10_000, 100_000, 1_000_000)
 TOP = 10
@@ -123,18 +130,31 @@ def build(store: FaceStore, vectors: np.ndarray, model: str = MODEL) -> None:
         store.put_images(items)
 
 
-def open_store(kind: str, path: Path, hnsw: HnswSettings, quantization: bool) -> FaceStore:
+def open_store(kind: str, where: str, hnsw: HnswSettings, quantization: bool) -> FaceStore:
+    """The index in folder ``where``, or on the server at URL ``where``."""
     if kind == "edge":
-        return EdgeFaceStore.open(MODEL, 512, path, hnsw=hnsw, quantization=quantization)
-    return QdrantFaceStore.open(MODEL, 512, path)
+        return EdgeFaceStore.open(MODEL, 512, Path(where), hnsw=hnsw, quantization=quantization)
+    if kind == "server":
+        return QdrantFaceStore.open(MODEL, 512, Path(), where, hnsw=hnsw)
+    return QdrantFaceStore.open(MODEL, 512, Path(where))
+
+
+def wait_indexed(url: str) -> None:
+    """Until the server has no optimisation left to run on the faces (its graph is built)."""
+    client = QdrantClient(url=url, check_compatibility=False)
+    try:
+        while client.get_collection(faces_collection_name(MODEL)).status != CollectionStatus.GREEN:
+            time.sleep(1)
+    finally:
+        client.close()
 
 
 def search(
-    kind: str, path: str, hnsw: HnswSettings, quantization: bool, queries: np.ndarray
+    kind: str, where: str, hnsw: HnswSettings, quantization: bool, queries: np.ndarray
 ) -> dict[str, Any]:
     """In a fresh process: open the index, run each query alone; what came back and when."""
     begun = time.perf_counter()
-    store = open_store(kind, Path(path), hnsw, quantization)
+    store = open_store(kind, where, hnsw, quantization)
     opened = time.perf_counter() - begun
     seconds, found = [], []
     try:
@@ -201,21 +221,31 @@ def measure(
     built = HnswSettings(args.m, args.ef_construct)
     folder = Path(tempfile.mkdtemp(prefix="scale-", dir=args.work))
     searches = []
+    server_mib = 0.0
     try:
-        store = open_store(args.store, folder / "index", built, args.quantization)
-        begun = time.perf_counter()
-        try:
-            build(store, gallery)
-        finally:
-            store.close()
-        build_s = time.perf_counter() - begun
-        disk = sum(f.stat().st_size for f in (folder / "index").rglob("*") if f.is_file())
-        index = str(folder / "index")
-        for ef in args.ef:
-            hnsw = HnswSettings(args.m, args.ef_construct, ef)
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                work = (args.store, index, hnsw, args.quantization, queries)
-                searches.append((ef, pool.apply(search, work)))
+        with contextlib.ExitStack() as running:
+            where = str(folder / "index")
+            if args.store == "server":
+                binary = require_binary(os.environ)
+                server = QdrantServer(binary, folder / "index", free_port(), free_port())
+                where = running.enter_context(server).url
+            store = open_store(args.store, where, built, args.quantization)
+            begun = time.perf_counter()
+            try:
+                build(store, gallery)
+            finally:
+                store.close()
+            if args.store == "server":
+                wait_indexed(where)
+            build_s = time.perf_counter() - begun
+            disk = sum(f.stat().st_size for f in (folder / "index").rglob("*") if f.is_file())
+            for ef in args.ef:
+                hnsw = HnswSettings(args.m, args.ef_construct, ef)
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    work = (args.store, where, hnsw, args.quantization, queries)
+                    searches.append((ef, pool.apply(search, work)))
+            if args.store == "server":
+                server_mib = peak_rss_mib(server.running_pid() or 0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     rows, scores = exact_top(gallery, queries)
@@ -244,7 +274,8 @@ def measure(
                 "recall_at_10": round(found["recall_all"], 4),
                 "recall_shown": round(found["recall_shown"], 4),
                 "mate_recall": round(found["recall_mates"], 4),
-                "rss_mib": round(done["rss_mib"], 1),
+                # the server's peak, which holds the index, where there is one
+                "rss_mib": round(server_mib or done["rss_mib"], 1),
                 "open_s": round(done["open_s"], 2),
             }
         )
@@ -272,7 +303,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--faces", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--store", choices=("edge", "local"), default="edge")
+    parser.add_argument(
+        "--store",
+        choices=("edge", "local", "server"),
+        default="edge",
+        help="Qdrant Edge, qdrant-client's local mode, or a Qdrant server started for the run "
+        "(the binary from QDRANT_BIN, ../shared/bin/qdrant or PATH)",
+    )
     parser.add_argument("--m", type=int, default=HnswSettings.m)
     parser.add_argument("--ef-construct", type=int, default=HnswSettings.ef_construct)
     parser.add_argument(

@@ -75,9 +75,10 @@ STORES = ("edge", "local")  # FACESEARCH_STORE: the embedded index's engine, the
 
 @dataclass(frozen=True)
 class HnswSettings:
-    """The HNSW graph of a Qdrant Edge index (``FACESEARCH_HNSW_*``): ``m`` edges per node and
-    ``ef_construct`` candidates when building, ``ef`` candidates when searching. Larger finds
-    more of the true nearest faces, at the cost of time (and memory for ``m``)."""
+    """The HNSW graph of a Qdrant Edge index or a Qdrant server's faces collection
+    (``FACESEARCH_HNSW_*``): ``m`` edges per node and ``ef_construct`` candidates when building
+    (a server's collection takes them when this creates it), ``ef`` candidates when searching.
+    Larger finds more of the true nearest faces, at the cost of time (and memory for ``m``)."""
 
     m: int = 16
     ef_construct: int = 128

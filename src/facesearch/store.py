@@ -45,6 +45,7 @@ from facesearch.records import (
     Selector,
     StoreStats,
 )
+from facesearch.settings import HnswSettings
 
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
@@ -159,7 +160,14 @@ class QdrantFaceStore:
     Safe to share between threads: qdrant-client's local mode is not, so calls are serialised.
     """
 
-    def __init__(self, client: QdrantClient, model_id: str, dim: int, location: str) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        model_id: str,
+        dim: int,
+        location: str,
+        hnsw: HnswSettings | None = None,
+    ) -> None:
         self._lock = threading.RLock()
         self.client = client
         self.model_id = model_id
@@ -167,12 +175,17 @@ class QdrantFaceStore:
         self.location = location
         self.collection = faces_collection_name(model_id)
         local = not location.startswith(("http://", "https://"))
+        # A server's HNSW graph and search ef (local mode searches exactly).
+        self._hnsw = hnsw or HnswSettings()
+        self._search = None if local else models.SearchParams(hnsw_ef=self._hnsw.ef)
         self._ensure_collections(local)
         if local:
             _fast_local_commits(client)
 
     @classmethod
-    def open(cls, model_id: str, dim: int, path: Path, url: str = "") -> "QdrantFaceStore":
+    def open(
+        cls, model_id: str, dim: int, path: Path, url: str = "", hnsw: HnswSettings | None = None
+    ) -> "QdrantFaceStore":
         try:
             if url:
                 # The client's version check only warns (this client is ahead of the servers it
@@ -186,7 +199,7 @@ class QdrantFaceStore:
         except Exception as exc:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         try:
-            return cls(client, model_id, dim, url or str(path))
+            return cls(client, model_id, dim, url or str(path), hnsw)
         except (ResponseHandlingException, UnexpectedResponse) as exc:
             client.close()
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
@@ -208,8 +221,9 @@ class QdrantFaceStore:
             )
         existing = {c.name for c in self.client.get_collections().collections}
         if self.collection not in existing:
+            graph = models.HnswConfigDiff(m=self._hnsw.m, ef_construct=self._hnsw.ef_construct)
             vectors = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
-            self._create_collection(self.collection, vectors)
+            self._create_collection(self.collection, vectors, None if local else graph)
         for name in (IMAGES_COLLECTION, FRAMES_COLLECTION):
             if name not in existing:
                 self._create_collection(name, {})
@@ -217,11 +231,16 @@ class QdrantFaceStore:
             self._ensure_indexes()
         self._ensure_alias()
 
-    def _create_collection(self, name: str, vectors: models.VectorParams | dict[str, Any]) -> None:
+    def _create_collection(
+        self,
+        name: str,
+        vectors: models.VectorParams | dict[str, Any],
+        graph: models.HnswConfigDiff | None = None,
+    ) -> None:
         """Create a collection; one that another process (a search replica starting beside this
         one) created meanwhile is as good."""
         try:
-            self.client.create_collection(name, vectors_config=vectors)
+            self.client.create_collection(name, vectors_config=vectors, hnsw_config=graph)
         except (UnexpectedResponse, ValueError):
             if not self.client.collection_exists(name):
                 raise
@@ -365,6 +384,7 @@ class QdrantFaceStore:
                 score_threshold=threshold,
                 filter=condition,
                 with_payload=True,
+                params=self._search,
             )
             for vector in vectors
         ]

@@ -62,7 +62,8 @@ def open_store(
     """The store the settings name; an Edge index first takes in a local-mode index left in
     the data folder (``progress`` sees that copy's totals)."""
     if settings.qdrant_url or settings.store == "local":
-        return QdrantFaceStore.open(model_id, dim, settings.qdrant_path, settings.qdrant_url)
+        path, url = settings.qdrant_path, settings.qdrant_url
+        return QdrantFaceStore.open(model_id, dim, path, url, hnsw=settings.hnsw)
     store = EdgeFaceStore.open(model_id, dim, settings.edge_path, hnsw=settings.hnsw)
     try:
         if holds_local_mode(settings.qdrant_path):

@@ -20,6 +20,7 @@ from facesearch.errors import StoreError
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, to_records
 from facesearch.records import FaceRecord, Filters, FrameFaces, ImageMeta, ImageRecord, Selector
+from facesearch.settings import HnswSettings
 from facesearch.store import (
     FACES_ALIAS,
     FRAMES_COLLECTION,
@@ -576,3 +577,24 @@ def test_migrate_copies_the_embedded_index_into_a_server_that_then_answers_the_s
     assert [m["image_id"] for m in theirs["matches"]] == [m["image_id"] for m in mine["matches"]]
     scores = [m["score"] for m in theirs["matches"]]
     assert scores == pytest.approx([m["score"] for m in mine["matches"]], abs=1e-4)
+
+
+def test_a_server_collection_takes_the_hnsw_settings_when_it_is_created(
+    qdrant_server: QdrantServer, analyzed: Analyzed, face_models: FaceModels
+) -> None:
+    url = qdrant_server.url
+    hnsw = HnswSettings(m=8, ef_construct=40, ef=20)
+    store = QdrantFaceStore.open(face_models.model_id, face_models.dim, Path(), url, hnsw=hnsw)
+    try:
+        store.put_images([records(analyzed, "players", store.model_id)])
+        client = QdrantClient(url=url, check_compatibility=False)
+        try:
+            graph = client.get_collection(store.collection).config.hnsw_config
+        finally:
+            client.close()
+        (matches,) = store.query(analyzed["yaoming"][1], 1, -1.0, Filters())
+    finally:
+        store.close()
+        wipe(url)
+    assert (graph.m, graph.ef_construct) == (8, 40)
+    assert matches[0].image_id == analyzed["players"][0].image_id

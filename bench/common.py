@@ -17,6 +17,16 @@ def rss_mib() -> float:
     return 0.0
 
 
+def rss_parts_mib(pid: int | str = "self") -> dict[str, float]:
+    """Resident memory now: anonymous (the heap) and file-backed (mapped files in RAM), MiB."""
+    parts = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile"):
+            parts[name] = int(value.split()[0]) / 1024
+    return parts
+
+
 def peak_rss_mib(pid: int | str = "self") -> float:
     """The peak resident set size of a process (this one by default), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -40,7 +40,7 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client.models import CollectionStatus
 
-from common import DEFAULT_DATA, peak_rss_mib
+from common import DEFAULT_DATA, peak_rss_mib, rss_parts_mib
 from distractors import FaceModel, fit, pair_scores, score_summary
 from facesearch.calibration import OPERATING_POINTS, POSSIBLE_FMR
 from facesearch.devstack.broker import free_port
@@ -165,7 +165,15 @@ def search(
             found.append([int(m.image_id, 16) for m in matches])
     finally:
         store.close()
-    return {"open_s": opened, "seconds": seconds, "found": found, "rss_mib": peak_rss_mib()}
+    parts = rss_parts_mib()
+    return {
+        "open_s": opened,
+        "seconds": seconds,
+        "found": found,
+        "rss_mib": peak_rss_mib(),
+        "anon_mib": parts.get("RssAnon", 0.0),
+        "file_mib": parts.get("RssFile", 0.0),
+    }
 
 
 def exact_top(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +284,8 @@ def measure(
                 "mate_recall": round(found["recall_mates"], 4),
                 # the server's peak, which holds the index, where there is one
                 "rss_mib": round(server_mib or done["rss_mib"], 1),
+                "anon_mib": round(done["anon_mib"], 1),  # the searching process's, at the end
+                "file_mib": round(done["file_mib"], 1),
                 "open_s": round(done["open_s"], 2),
             }
         )

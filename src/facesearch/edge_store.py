@@ -86,10 +86,14 @@ if TYPE_CHECKING:
 # Edge refuses a shard without any vector (EdgeConfig needs a dense or a sparse one): images
 # and staged frames get one sparse vector that no point ever has, which costs nothing.
 NO_VECTOR = "none"
-# Faces are taken in by a segment searched exactly until it holds this much vector data; then
-# the write that passed it builds its graph. Qdrant's default, 10,000 KB, builds and merges
-# graphs every 5,000 faces (838 faces/s at 10^5 in bench/scale.py); 40,000 KB, 3,661/s.
+# Faces are taken in by a segment searched exactly until it holds this much vector data
+# (about 20,000 faces); then the write that passed it builds its graph, merged into the
+# largest segment below MAX_SEGMENT_KB (about 200,000 faces), at a cost that grows with that
+# segment (11 s at first, 30 s near the cap, on this machine). Without the cap a merge's cost
+# keeps growing with the whole index; without merges, a search visits a graph per 20,000 faces.
 INDEXING_THRESHOLD_KB = 40_000
+MAX_SEGMENT_KB = 400_000
+SEGMENTS = 2  # merged while there are more, within MAX_SEGMENT_KB
 FULL_SCAN_KB = 10_000  # below this much vector data, a filtered search scans (Qdrant's default)
 # Room a write needs on the index's disk: measured, a fresh index takes 23 MiB and 2,000 faces
 # of 512 dimensions 10 MiB more (about 5 KiB a face, with the write-ahead log); three times
@@ -130,6 +134,8 @@ def _locked(method: T) -> T:
 
 
 def _faces_config(dim: int, hnsw: HnswSettings, quantization: bool) -> qe.EdgeConfig:
+    # The int8 copies are searched in RAM; the float32 originals, read only to rescore the
+    # best candidates, stay on disk (Cold: mapped, not loaded; 110 MiB less at 10^5 faces).
     # None leaves an existing shard's quantization as it was built.
     quantized = (
         qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
@@ -137,10 +143,14 @@ def _faces_config(dim: int, hnsw: HnswSettings, quantization: bool) -> qe.EdgeCo
         else None
     )
     return qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine),
+        vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine, memory=qe.Memory.Cold),
         hnsw_config=qe.HnswIndexConfig(hnsw.m, hnsw.ef_construct, FULL_SCAN_KB),
         quantization_config=quantized,
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=INDEXING_THRESHOLD_KB,
+            max_segment_size=MAX_SEGMENT_KB,
+            default_segment_number=SEGMENTS,
+        ),
     )
 
 
@@ -367,7 +377,11 @@ class EdgeFaceStore:
 
     def _optimize(self, *names: str) -> None:
         for name in names:
-            self._shard(name).optimize()
+            shard = self._shard(name)
+            # An optimisation leaves the segments it replaced on disk until a flush (or the
+            # shard's close): without one, a long-running process filled the disk with them.
+            if shard.optimize():
+                shard.flush()
 
     @_locked
     def stage_frame(self, frame: FrameFaces) -> None:

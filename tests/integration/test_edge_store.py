@@ -160,6 +160,7 @@ def test_the_hnsw_graph_is_built_as_the_index_grows_and_finds_every_face(tmp_pat
         results = store.query(queries, 1, -1.0, Filters())
         labelled = store.query(queries[:3], 100, -1.0, Filters(label="person1"))
         stats = store.stats()
+        on_disk = len(list((path / FACES / "segments").iterdir()))
     finally:
         store.close()
 
@@ -173,6 +174,7 @@ def test_the_hnsw_graph_is_built_as_the_index_grows_and_finds_every_face(tmp_pat
     shard = qdrant_edge.EdgeShard.load(str(path / FACES))
     try:
         assert shard.info().indexed_vectors_count >= 20_000
+        assert shard.info().segments_count == on_disk  # none replaced left behind while open
     finally:
         shard.close()
     # Other HNSW settings apply to the segments built from now on (smaller ones find less).

@@ -127,6 +127,25 @@ def search_latency(client: GatewayClient, paths: list[Path]) -> list[float]:
     return seconds
 
 
+def time_searches(stack: Stack, client: GatewayClient, queries: list[Path], faces: int) -> None:
+    """Print Search's wall time per call (after 5 warm-up calls) and each service's mean
+    server-side time of its part."""
+    search_latency(client, queries[:5])
+    seconds = np.array(search_latency(client, queries)) * 1000
+    p50, p99 = np.percentile(seconds, [50, 99])
+    print(
+        f"Search             p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean "
+        f"{seconds.mean():.1f} ms ({len(queries)} queries, {faces} faces)"
+    )
+    metrics_ports = {s.name: s.metrics_port or 0 for s in stack.status()}
+    calls = {
+        "detector": "/facesearch.v1.Detector/Detect",
+        "embedder": "/facesearch.v1.Embedder/Embed",
+        "search": "/facesearch.v1.SearchIndex/SearchVectors",
+    }
+    print(f"server side means  {server_ms(metrics_ports, calls)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,21 +179,7 @@ def main() -> None:
                 print(f"ratio              {rate / embedded:.1%} of embedded")
                 bootstrap = f"127.0.0.1:{stack.kafka_port}"
                 gallery = fill_gallery(bootstrap, client, model, args.gallery)
-                queries = paths[: args.queries]
-                search_latency(client, queries[:5])  # warm-up
-                seconds = np.array(search_latency(client, queries)) * 1000
-                p50, p99 = np.percentile(seconds, [50, 99])
-                print(
-                    f"Search             p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean "
-                    f"{seconds.mean():.1f} ms ({len(queries)} queries, {gallery} faces)"
-                )
-                metrics_ports = {s.name: s.metrics_port or 0 for s in stack.status()}
-                calls = {
-                    "detector": "/facesearch.v1.Detector/Detect",
-                    "embedder": "/facesearch.v1.Embedder/Embed",
-                    "search": "/facesearch.v1.SearchIndex/SearchVectors",
-                }
-                print(f"server side means  {server_ms(metrics_ports, calls)}")
+                time_searches(stack, client, paths[: args.queries], gallery)
         finally:
             stack.down()
 

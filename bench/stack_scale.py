@@ -26,13 +26,7 @@ from facesearch.models import FaceModels
 from facesearch.rpc.client import GatewayClient
 from facesearch.settings import CoreSettings
 from scale import build, gallery_of, real_faces
-from stack import search_latency, server_ms, stack_env
-
-CALLS = {
-    "detector": "/facesearch.v1.Detector/Detect",
-    "embedder": "/facesearch.v1.Embedder/Embed",
-    "search": "/facesearch.v1.SearchIndex/SearchVectors",
-}
+from stack import stack_env, time_searches
 
 
 def main() -> None:
@@ -69,16 +63,7 @@ def main() -> None:
         try:
             ports = {s.name: s for s in stack.status()}
             with GatewayClient(ports["gateway"].address, timeout_s=120) as client:
-                faces = client.stats().faces
-                search_latency(client, queries[:5])  # warm-up
-                seconds = np.array(search_latency(client, queries)) * 1000
-            p50, p99 = np.percentile(seconds, [50, 99])
-            print(
-                f"Search             p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean "
-                f"{seconds.mean():.1f} ms ({len(queries)} queries, {faces} faces)"
-            )
-            metrics = {s.name: s.metrics_port or 0 for s in stack.status()}
-            print(f"server side means  {server_ms(metrics, CALLS)}")
+                time_searches(stack, client, queries, client.stats().faces)
         finally:
             stack.down()
 

@@ -73,10 +73,10 @@ from facesearch.store import (
     IMAGES_COLLECTION,
     MAX_FACES_LISTED,
     ImageItem,
-    exported_items,
     faces_collection_name,
     paged,
     staged_from_payload,
+    with_faces,
     with_vector,
 )
 
@@ -466,25 +466,18 @@ class EdgeFaceStore:
         )
         points, offset = self._shard(IMAGES_COLLECTION).scroll(request)
         images = [ImageRecord.from_payload(p.payload or {}) for p in points]
-        if not images:
-            return [], offset
-        of_page = qe.FieldCondition(
-            "image_id", match=qe.MatchAny([image.image_id for image in images])
+        return with_faces(images, self._faces_page), offset
+
+    def _faces_page(self, image_ids: list[str], offset: Any) -> tuple[list[FaceRecord], Any]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=MAX_FACES_LISTED,
+            filter=qe.Filter(must=[qe.FieldCondition("image_id", match=qe.MatchAny(image_ids))]),
+            with_payload=True,
+            with_vector=True,
         )
-        faces: list[FaceRecord] = []
-        after: Any = None
-        while True:
-            request = qe.ScrollRequest(
-                offset=after,
-                limit=MAX_FACES_LISTED,
-                filter=qe.Filter(must=[of_page]),
-                with_payload=True,
-                with_vector=True,
-            )
-            found, after = self._faces.scroll(request)
-            faces.extend(with_vector(p.payload, p.vector) for p in found)
-            if after is None:
-                return exported_items(images, faces), offset
+        found, offset = self._faces.scroll(request)
+        return [with_vector(p.payload, p.vector) for p in found], offset
 
     def export_staged(self) -> Iterator[list[FrameFaces]]:
         """Every staged frame of this model (of videos still arriving), a page at a time."""

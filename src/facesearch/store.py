@@ -123,9 +123,16 @@ def with_vector(payload: dict[str, Any] | None, vector: Any) -> FaceRecord:
     return dataclasses.replace(face_from_payload(payload or {}), vector=list(vector or []))
 
 
-def exported_items(images: list[ImageRecord], faces: Sequence[FaceRecord]) -> list[ImageItem]:
-    """Each image of a page with its faces, in face_index order."""
-    by_image: dict[str, list[FaceRecord]] = {image.image_id: [] for image in images}
+FacesPage = Callable[[list[str], Any], tuple[list[FaceRecord], Any]]
+
+
+def with_faces(images: list[ImageRecord], faces_page: FacesPage) -> list[ImageItem]:
+    """Each image of a page with its faces, in face_index order; ``faces_page(image_ids,
+    offset)`` reads the faces of those images a page at a time."""
+    ids = [image.image_id for image in images]
+    pages = paged(functools.partial(faces_page, ids)) if ids else iter([])
+    faces = [face for page in pages for face in page]
+    by_image: dict[str, list[FaceRecord]] = {image_id: [] for image_id in ids}
     for face in faces:
         by_image.setdefault(face.image_id, []).append(face)
     return [
@@ -415,24 +422,18 @@ class QdrantFaceStore:
             IMAGES_COLLECTION, scroll_filter=self._mine(), limit=batch, offset=offset
         )
         images = [ImageRecord.from_payload(p.payload or {}) for p in points]
-        if not images:
-            return [], offset
-        of_page = models.FieldCondition(
-            key="image_id", match=models.MatchAny(any=[image.image_id for image in images])
+        return with_faces(images, self._faces_page), offset
+
+    def _faces_page(self, image_ids: list[str], offset: Any) -> tuple[list[FaceRecord], Any]:
+        of_images = models.FieldCondition(key="image_id", match=models.MatchAny(any=image_ids))
+        found, offset = self.client.scroll(
+            self.collection,
+            scroll_filter=models.Filter(must=[of_images]),
+            limit=MAX_FACES_LISTED,
+            offset=offset,
+            with_vectors=True,
         )
-        faces: list[FaceRecord] = []
-        after: Any = None
-        while True:
-            found, after = self.client.scroll(
-                self.collection,
-                scroll_filter=models.Filter(must=[of_page]),
-                limit=MAX_FACES_LISTED,
-                offset=after,
-                with_vectors=True,
-            )
-            faces.extend(with_vector(p.payload, p.vector) for p in found)
-            if after is None:
-                return exported_items(images, faces), offset
+        return [with_vector(p.payload, p.vector) for p in found], offset
 
     def export_staged(self) -> Iterator[list[FrameFaces]]:
         """Every staged frame of this model (of videos still arriving), a page at a time."""

@@ -114,7 +114,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     if done.returncode != 0:
         # Mounting needs root (CAP_SYS_ADMIN), which this project's machines and CI have. Without
         # it the only disk to fill would be the machine's own, which a test must not do; the
-        # retry, pause and resume path stays covered by the unit tests of streaming.
+        # retry, pause and resume path stays covered by the unit tests of streaming (Edge's
+        # free-space check is then untested: these tests need root).
         pytest.skip(f"a disk-full fault needs a tmpfs, and mount failed: {done.stderr.strip()}")
     try:
         yield mount

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from common import DEFAULT_DATA
-from facesearch.calibration import LFW_THRESHOLD, OPERATING_POINTS
+from facesearch.calibration import LFW, LFW_THRESHOLD
 from facesearch.models import FaceModels
 from facesearch.records import Filters, ImageMeta
 from facesearch.searching import LocalSteps, search_image
@@ -66,7 +66,7 @@ def found_times(
             for query in QUERIES:
                 data = (examples / query).read_bytes()
                 steps = LocalSteps(models, store, settings)
-                found = search_image(steps, data, 10, LFW_THRESHOLD, Filters(), OPERATING_POINTS)
+                found = search_image(steps, data, 10, LFW_THRESHOLD, Filters(), LFW)
                 hits = [
                     f"{m.score:.3f} @ {format_ms(m.t_start_ms)}-{format_ms(m.t_end_ms)} "
                     f"(best {format_ms(m.best_ms, 2)})"

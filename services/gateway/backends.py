@@ -14,10 +14,10 @@ from facesearch.errors import DeadlineError
 from facesearch.images import check_size
 from facesearch.proto.v1 import events_pb2, internal_pb2
 from facesearch.proto.v1 import internal_pb2_grpc as internal
-from facesearch.records import Filters, Match
+from facesearch.records import Filters
 from facesearch.rpc.edge import error_from_rpc
 from facesearch.rpc.settings import GatewaySettings
-from facesearch.searching import SeenFace
+from facesearch.searching import Queried, SeenFace
 
 from .failures import RecentIds
 
@@ -90,7 +90,7 @@ class InternalCalls:
 
     def query(
         self, vectors: internal_pb2.EmbedResponse, top_k: int, threshold: float, filters: Filters
-    ) -> tuple[list[list[Match]], str]:
+    ) -> Queried:
         request = internal_pb2.SearchVectorsRequest(
             vectors=vectors.vectors,
             model=vectors.model,
@@ -100,4 +100,4 @@ class InternalCalls:
         )
         found = self.call(self.backends.search.SearchVectors, request, "search")
         matches = [[api_codec.match_from_proto(m) for m in r.matches] for r in found.results]
-        return matches, found.model
+        return Queried(matches, found.model, found.gallery_faces)

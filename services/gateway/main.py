@@ -7,8 +7,9 @@ from contextlib import ExitStack
 import grpc
 from kafka import KafkaProducer
 
-from facesearch.calibration import points_for
+from facesearch.calibration import calibration_for
 from facesearch.metrics import StreamMetrics, WorkMetrics
+from facesearch.models import file_model_id, locate_models
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc.edge import message_options
@@ -84,11 +85,14 @@ def grpc_target(addresses: str) -> str:
 
 def serve() -> int:
     settings = GatewaySettings.from_env()
-    # Read once, here: a bad FACESEARCH_CALIBRATION file stops the start as a bad setting does.
-    points = points_for(settings.core.calibration)
-    logger.info("decisions at the operating points %s", points)
+    # Read once, here: a bad FACESEARCH_CALIBRATION file, or one made for another model than
+    # the embedder's (the same model settings), stops the start as a bad setting does.
+    path = settings.core.calibration
+    model = None if path is None else file_model_id(locate_models(settings.core.models).recognizer)
+    calibration = calibration_for(path, model)
+    logger.info("decisions from %s (model %s)", calibration.source, calibration.model)
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME], reflection=True)
-    servicer = GatewayServicer(settings, points)
+    servicer = GatewayServicer(settings, calibration)
     api_pb2_grpc.add_FaceSearchServicer_to_server(servicer, runtime.server)
     runtime.start()
     with ExitStack() as stack:

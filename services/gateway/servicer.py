@@ -3,14 +3,14 @@ go through the detector, the embedder and the search service over gRPC."""
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from kafka.errors import KafkaError
 
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch.calibration import LFW_THRESHOLD, Calibration
 from facesearch.codec import api as api_codec
 from facesearch.codec import events as event_codec
 from facesearch.errors import (
@@ -36,10 +36,10 @@ R = TypeVar("R")
 
 
 class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
-    def __init__(self, settings: GatewaySettings, points: Mapping[float, float]) -> None:
-        """``points``: the operating points every match's decision is taken at."""
+    def __init__(self, settings: GatewaySettings, calibration: Calibration) -> None:
+        """``calibration``: what every match's decision is taken from."""
         self.settings = settings
-        self.points = points
+        self.calibration = calibration
         self.backends: Pending[Backends] = Pending()
 
     @translate_errors
@@ -158,19 +158,21 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     ) -> api_pb2.SearchResponse:
         if not 0 <= request.top_k <= MAX_TOP_K:
             raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
-        threshold = _threshold(request)
+        threshold = _threshold(request) if request.HasField("threshold") else None
         calls = self._internal(context)
         filters = api_codec.filters_from_proto(request.filters)
         found = search_image(
-            calls, request.image, request.top_k or 10, threshold, filters, self.points
+            calls, request.image, request.top_k or 10, threshold, filters, self.calibration
         )
         for face in found.faces:
             calls.backends.record_matches(len(face.matches))
+        people = by_person(found.faces, found.decisions.match_threshold, everyone=True)
         return api_pb2.SearchResponse(
-            faces=[api_codec.query_face_to_proto(answer) for answer in by_person(found.faces)],
+            faces=[api_codec.query_face_to_proto(answer) for answer in people],
             model=found.model,
-            threshold=threshold,
-            operating_points=api_codec.operating_points_to_proto(self.points),
+            threshold=found.threshold,
+            operating_points=api_codec.operating_points_to_proto(self.calibration, found.decisions),
+            decisions=api_codec.decisions_to_proto(found.decisions),
         )
 
     @translate_errors
@@ -222,7 +224,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
 
 
 def _threshold(request: api_pb2.SearchRequest | api_pb2.CompareRequest) -> float:
-    """The request's threshold (the LFW-calibrated one if it gives none), a finite number."""
+    """The request's threshold (the LFW-calibrated same-person one if it gives none), a finite
+    number."""
     if not request.HasField("threshold"):
         return LFW_THRESHOLD
     if not math.isfinite(request.threshold):

@@ -33,19 +33,17 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
         if any(len(v.values) != store.dim for v in request.vectors):
             raise ConfigError(f"every query vector must have {store.dim} values")
         vectors = np.array([list(v.values) for v in request.vectors], dtype=np.float32)
+        filters = api_codec.filters_from_proto(request.filters)
         with self.seconds.labels("query").time():
-            results = store.query(
-                vectors,
-                max(1, request.top_k),
-                request.threshold,
-                api_codec.filters_from_proto(request.filters),
-            )
+            results = store.query(vectors, max(1, request.top_k), request.threshold, filters)
+            gallery = store.count_faces(filters)
         return internal_pb2.SearchVectorsResponse(
             results=[
                 internal_pb2.VectorMatches(matches=[api_codec.match_to_proto(m) for m in found])
                 for found in results
             ],
             model=store.model_id,
+            gallery_faces=gallery,
         )
 
     @translate_errors

@@ -441,6 +441,13 @@ class EdgeFaceStore:
         return [[match_from_payload(p.score, p.payload or {}) for p in r] for r in responses]
 
     @_locked
+    def count_faces(self, filters: Filters) -> int:
+        """The faces a query with these filters compares with: the gallery its decisions are
+        calibrated for."""
+        condition = _match_all(filter_pairs(filters))
+        return int(self._faces.count(qe.CountRequest(exact=True, filter=condition)))
+
+    @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:
         """Delete what the selector names; returns (images, faces) deleted."""
         condition = _match_all(selector_pairs(selector))

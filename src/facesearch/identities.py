@@ -67,17 +67,20 @@ def assign_labels(scores: list[dict[str, float]]) -> dict[int, str]:
     return {int(r): labels[int(c)] for r, c in zip(rows, columns, strict=True) if weights[r, c] > 0}
 
 
-def by_person(faces: list[QueryFace]) -> list[FacePeople]:
-    """Every face of one query image with its people: the person assigned to it first, then
-    the people no face was assigned, each under the face with its best score (ties: the
-    earlier face). No person is listed twice for one image."""
+def by_person(faces: list[QueryFace], threshold: float, everyone: bool = False) -> list[FacePeople]:
+    """Every face of one query image with its people: the person assigned to it, among those
+    scoring ``threshold`` or more (the gallery's ``match`` threshold); with ``everyone``, then
+    the people no face was assigned, each under the face with its best score (ties: the earlier
+    face). No person is listed twice for one image."""
     per_face = [people_of(face.matches) for face in faces]
-    assigned = assign_labels([{p.label: p.score for p in people} for people in per_face])
+    assigned = assign_labels(
+        [{p.label: p.score for p in people if p.score >= threshold} for people in per_face]
+    )
     taken = set(assigned.values())
     home: dict[str, int] = {}  # label no face was given -> the face it scores best on
     for position, people in enumerate(per_face):
         for person in people:
-            if person.label in taken:
+            if person.label in taken or not everyone:
                 continue
             current = home.get(person.label)
             if current is None or person.score > _score(per_face[current], person.label):

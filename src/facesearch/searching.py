@@ -1,14 +1,16 @@
 """Search a query image: every face in it, each with its best matches and what their scores
 mean. One function, ``search_image``, for every way to run: its three steps (detect, embed,
-query) run in this process (``LocalSteps``) or through the services (the gateway's steps)."""
+query) run in this process (``LocalSteps``) or through the services (the gateway's steps).
+Decisions are taken for the gallery the query ran against: the faces its filters leave
+(``calibration.Calibration.decisions``)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from facesearch.calibration import decide
+from facesearch.calibration import Calibration, Decisions
 from facesearch.errors import NoFaceError
 from facesearch.faces import check_quality
 from facesearch.models import FaceModels
@@ -44,11 +46,22 @@ class QueryFace:
 
 
 class Found(NamedTuple):
-    """A search's answer: every query face with its matches, the model and the threshold."""
+    """A search's answer: every query face with its matches, the model, the lowest score shown
+    and the decisions of the gallery searched."""
 
     faces: list[QueryFace]
     model: str
     threshold: float
+    decisions: Decisions
+
+
+class Queried(NamedTuple):
+    """Per query vector its matches, the model id of the vectors, and the faces the filters
+    left to compare with."""
+
+    results: list[list[Match]]
+    model: str
+    gallery_faces: int
 
 
 class QuerySteps(Protocol, Generic[D, V]):
@@ -58,10 +71,8 @@ class QuerySteps(Protocol, Generic[D, V]):
 
     def embed(self, detected: D) -> V: ...
 
-    def query(
-        self, vectors: V, top_k: int, threshold: float, filters: Filters
-    ) -> tuple[list[list[Match]], str]:
-        """Per face, its matches at or above ``threshold``; and the model id of the vectors."""
+    def query(self, vectors: V, top_k: int, threshold: float, filters: Filters) -> Queried:
+        """Per face, its matches at or above ``threshold``."""
         ...
 
 
@@ -69,24 +80,33 @@ def search_image(
     steps: QuerySteps[D, V],
     image: bytes,
     top_k: int,
-    threshold: float,
+    threshold: float | None,
     filters: Filters,
-    points: Mapping[float, float],
+    calibration: Calibration,
 ) -> Found:
-    """Every face of ``image`` with its ``top_k`` best matches, each carrying its decision at
-    the operating points ``points``; no face at all is an error."""
+    """Every face of ``image`` with its ``top_k`` best matches scoring ``threshold`` or more
+    (None: the ``possible`` threshold of the gallery searched), each carrying its decision for
+    that gallery; no face at all is an error."""
     seen, detected = steps.detect(image)
     require_faces(seen)
-    results, model = steps.query(steps.embed(detected), top_k, threshold, filters)
+    # The gallery's size is known with the answer: ask from the lowest threshold any gallery
+    # has, then cut. The best top_k from there, cut, are the best top_k above the cut.
+    asked = calibration.lowest_possible() if threshold is None else threshold
+    queried = steps.query(steps.embed(detected), top_k, asked, filters)
+    decisions = calibration.decisions(queried.gallery_faces)
+    shown = decisions.possible_threshold if threshold is None else threshold
     faces = [
-        QueryFace(f.index, f.box, f.det_score, f.quality, decided(matches, points), f.warning)
-        for f, matches in zip(seen, results, strict=True)
+        QueryFace(
+            f.index,
+            f.box,
+            f.det_score,
+            f.quality,
+            [replace(m, decision=decisions.decide(m.score)) for m in matches if m.score >= shown],
+            f.warning,
+        )
+        for f, matches in zip(seen, queried.results, strict=True)
     ]
-    return Found(faces, model, threshold)
-
-
-def decided(matches: list[Match], points: Mapping[float, float]) -> list[Match]:
-    return [replace(match, decision=decide(match.score, points)) for match in matches]
+    return Found(faces, queried.model, shown, decisions)
 
 
 def require_faces(faces: Sequence[object]) -> None:
@@ -114,10 +134,9 @@ class LocalSteps:
     def embed(self, detected: AnalyzedImage) -> np.ndarray:
         return embed(self.models, detected)
 
-    def query(
-        self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
-    ) -> tuple[list[list[Match]], str]:
-        return self.store.query(vectors, top_k, threshold, filters), self.models.model_id
+    def query(self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters) -> Queried:
+        matches = self.store.query(vectors, top_k, threshold, filters)
+        return Queried(matches, self.models.model_id, self.store.count_faces(filters))
 
 
 def query_faces(

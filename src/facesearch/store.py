@@ -85,6 +85,7 @@ class FaceStore(Protocol):
     def query(
         self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
     ) -> list[list[Match]]: ...
+    def count_faces(self, filters: Filters) -> int: ...
     def delete(self, selector: Selector) -> tuple[int, int]: ...
     def stats(self) -> StoreStats: ...
     def collection_names(self) -> set[str]: ...
@@ -399,6 +400,12 @@ class QdrantFaceStore:
             return []
         responses = self.client.query_batch_points(self.collection, requests)
         return [[match_from_payload(p.score, p.payload or {}) for p in r.points] for r in responses]
+
+    @_locked
+    def count_faces(self, filters: Filters) -> int:
+        """The faces a query with these filters compares with: the gallery its decisions are
+        calibrated for."""
+        return self.client.count(self.collection, count_filter=_filter(filters), exact=True).count
 
     @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:

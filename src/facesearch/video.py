@@ -9,7 +9,7 @@ import hashlib
 import queue
 import re
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -228,7 +228,7 @@ def read_frame_at(path: Path, ms: int) -> tuple[np.ndarray, int]:
     its own time; decodes forward from the start so the frame is exactly the indexed one."""
     with VideoReader(path, VideoSettings(max_seconds=float("inf"))) as reader:
         fps = reader.info.fps
-        wanted = int(ms * fps / 1000 + 0.5)  # the nearest frame; a tie goes to the later one
+        wanted = _frame_number(ms, fps)
         index = 0
         while reader.capture.grab():
             if index == wanted:
@@ -238,6 +238,31 @@ def read_frame_at(path: Path, ms: int) -> tuple[np.ndarray, int]:
                 break
             index += 1
     raise BadImageError(f"the video has no frame at {format_ms(ms)} ({index} frames decoded)")
+
+
+def read_frames_at(path: Path, times_ms: Iterable[int]) -> dict[int, np.ndarray]:
+    """The frames shown at each of ``times_ms``, as ``read_frame_at`` finds them, by time, in
+    one pass from the start (a report's frames of one video are decoded once, not once each);
+    a time past the end is left out."""
+    with VideoReader(path, VideoSettings(max_seconds=float("inf"))) as reader:
+        wanted: dict[int, list[int]] = {}
+        for ms in set(times_ms):
+            wanted.setdefault(_frame_number(ms, reader.info.fps), []).append(ms)
+        frames: dict[int, np.ndarray] = {}
+        last = max(wanted, default=-1)
+        index = 0
+        while index <= last and reader.capture.grab():
+            if index in wanted:
+                ok, bgr = reader.capture.retrieve()
+                if ok and bgr is not None:
+                    frames.update((ms, bgr) for ms in wanted[index])
+            index += 1
+    return frames
+
+
+def _frame_number(ms: int, fps: float) -> int:
+    """The frame shown at ``ms``, as the index numbered it: the nearest, a tie to the later."""
+    return int(ms * fps / 1000 + 0.5)
 
 
 # ISO base media files that hold still images, not video (HEIF, AVIF).

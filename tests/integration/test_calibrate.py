@@ -1,5 +1,6 @@
 """``facesearch calibrate`` on a small folder-per-person set and a small pairs file cut from
-lfw-devtest, and FACESEARCH_CALIBRATION steering search's decisions."""
+lfw-devtest, and FACESEARCH_CALIBRATION steering search's decisions (a file for another model,
+or a malformed one, refused at start)."""
 
 import json
 import os
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from cli_checks import FACESEARCH
+
+from facesearch.calibration import load_calibration
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 PEOPLE, PHOTOS, SINGLES = 10, 3, 5
@@ -74,6 +77,17 @@ def test_calibrate_a_folder_gives_thresholds_that_fall_as_the_fmr_grows(
     saved = json.loads(written.read_text())
     assert [p["threshold"] for p in saved["operating_points"]] == thresholds
     assert saved["model"] == report["model"]
+    tail = report["impostor_tail"]
+    assert tail["pairs"] == report["impostor_pairs"]
+    assert saved["impostor_tail"] == tail
+    # The decisions rise with the gallery and stand for the FPIRs asked where no floor holds.
+    rows = report["decisions"]
+    assert [r["gallery_faces"] for r in rows] == [1, 100, 1_000, 10_000, 100_000, 1_000_000]
+    matches = [r["match_threshold"] for r in rows]
+    assert matches == sorted(matches) and matches[0] < matches[-1]
+    assert rows[-1]["match_fpir"] == pytest.approx(0.01, rel=1e-2)
+    assert rows[-1]["possible_fpir"] == pytest.approx(0.1, rel=1e-2)
+    assert load_calibration(written).decisions(1_000_000).as_json() == rows[-1]
 
 
 def test_calibrate_a_pairs_file_uses_the_listed_pairs(
@@ -92,6 +106,21 @@ def test_calibrate_a_pairs_file_uses_the_listed_pairs(
     assert lines[1] == "pairs        2 genuine (same person), 2 impostor (different people)"
     assert lines[2].split() == ["FMR", "threshold", "FNMR", "impostors", "at", "or", "above"]
     assert all("too few impostor pairs" in line for line in lines[3:6])
+    assert lines[6].startswith("no model     2 different-person pairs are too few")
+
+
+def test_too_few_pairs_write_nothing_and_say_why(
+    run_cli: Cli, lfw_root: Path, tmp_path: Path
+) -> None:
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\nAbdullah_Gul\t13\t14\nAJ_Lamas\t1\tZach_Safrin\t1\n")
+    written = tmp_path / "calibration.json"
+
+    result = run_cli("calibrate", pairs, "--root", lfw_root, "--write", written)
+
+    assert result.returncode == 1
+    assert "nothing written" in result.stderr and "too few" in result.stderr
+    assert not written.exists()
 
 
 def test_the_calibration_file_steers_search_decisions(
@@ -102,38 +131,69 @@ def test_the_calibration_file_steers_search_decisions(
     stranger = next(f for f in folders if len(list(f.iterdir())) == 1)
     assert run_cli("index", person, stranger, "--label-from-dir").returncode == 0
     query = sorted(person.iterdir())[0]
-    lenient = tmp_path / "lenient.json"
-    # Everything at least "possible"; "match" only for the query's own indexed copy.
-    points = [{"fmr": 1e-3, "threshold": -1.0}, {"fmr": 1e-4, "threshold": 0.999}]
-    lenient.write_text(json.dumps({"operating_points": points}))
+    model = json.loads(run_cli("stats", "--json").stdout)["model"]
+    strict = tmp_path / "strict.json"
+    # Impostor scores far higher than real ones: "match" only from 0.96 (the FMR 1e-4 floor),
+    # which only the query's own indexed copy reaches.
+    strict.write_text(json.dumps(calibration_file(model)))
     search = ("search", query, "--threshold", "-1", "--json")
 
     default = run_with({}, home, *search)
-    steered = run_with({"FACESEARCH_CALIBRATION": str(lenient)}, home, *search)
+    steered = run_with({"FACESEARCH_CALIBRATION": str(strict)}, home, *search)
 
     assert default.returncode == 0 and steered.returncode == 0, default.stderr + steered.stderr
-    before = json.loads(default.stdout)["faces"][0]["matches"]
-    after = json.loads(steered.stdout)["faces"][0]["matches"]
-    assert [m["decision"] for m in after] == ["match"] + ["possible"] * (len(after) - 1)
-    assert before[0]["decision"] == "match"
-    assert {m["decision"] for m in before if m["label"] == stranger.name} == {"no_match"}
+    before = json.loads(default.stdout)
+    after = json.loads(steered.stdout)
+    gallery = stats_faces(run_cli)
+    assert after["decisions"]["gallery_faces"] == before["decisions"]["gallery_faces"] == gallery
+    assert after["decisions"]["match_threshold"] == pytest.approx(0.9605, abs=1e-4)
+    mine = [m["decision"] for m in before["faces"][0]["matches"] if m["label"] == person.name]
+    assert mine[:2] == ["match", "match"]  # the query's copy and another photo of the person
+    steered_mine = [m for m in after["faces"][0]["matches"] if m["label"] == person.name]
+    assert steered_mine[0]["decision"] == "match" and steered_mine[0]["score"] > 0.99
+    assert "match" not in [m["decision"] for m in steered_mine[1:]]
+    strangers = [m for m in before["faces"][0]["matches"] if m["label"] == stranger.name]
+    assert {m["decision"] for m in strangers} == {"no_match"}
 
 
-def test_a_bad_calibration_file_is_one_line_naming_the_variable(
-    run_cli: Cli, people: Path, home: Path, tmp_path: Path
+def stats_faces(run_cli: Cli) -> int:
+    faces: int = json.loads(run_cli("stats", "--json").stdout)["faces"]
+    return faces
+
+
+def calibration_file(model: str) -> dict[str, object]:
+    """FMR 0.01 * exp(-(t - 0.5) / 0.1) above 0.5 (1e-4 at 0.96, 1e-3 at 0.73)."""
+    tail = {"body": [[0.5, 0.0], [0.1, 0.3]], "start": 0.5, "fraction": 0.01, "shape": 0.0,
+            "scale": 0.1, "pairs": 1000}  # fmt: skip
+    return {"model": model, "impostor_tail": tail, "match_fpir": 0.01, "possible_fpir": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (json.dumps(calibration_file("w600k_r50-0123abcd")), "made for model 'w600k_r50-0123abcd'"),
+        ("{not json", "not JSON"),
+        (json.dumps({"operating_points": []}), "no impostor_tail"),
+    ],
+    ids=["another-model", "not-json", "older-format"],
+)
+def test_a_bad_calibration_file_is_refused_at_start_in_one_line(
+    run_cli: Cli, people: Path, home: Path, tmp_path: Path, content: str, why: str
 ) -> None:
     person = sorted(people.iterdir())[0]
     assert run_cli("index", person).returncode == 0
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
+    bad.write_text(content)
 
     result = run_with(
         {"FACESEARCH_CALIBRATION": str(bad)}, home, "search", sorted(person.iterdir())[0]
     )
 
     assert result.returncode == 1
-    assert result.stderr.startswith(f"facesearch: error: FACESEARCH_CALIBRATION={bad}: not JSON")
+    assert result.stderr.startswith(f"facesearch: error: FACESEARCH_CALIBRATION={bad}: {why}")
     assert len(result.stderr.splitlines()) == 1
+    if "model" in why:
+        assert "this one ('w600k_mbf-" in result.stderr
 
 
 def test_calibrate_help_explains_fmr_and_fnmr(run_cli: Cli) -> None:

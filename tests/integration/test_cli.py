@@ -12,7 +12,8 @@ import pytest
 from cli_checks import as_json, ok
 
 from facesearch import __version__
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch.calibration import LFW
+from facesearch.cli.output import percent
 from facesearch.edge_store import EdgeFaceStore
 from facesearch.models import FaceModels
 
@@ -148,7 +149,8 @@ def test_search_json_has_every_face_and_its_matches(
 
     found = as_json(run_cli("search", demo["yaoming"], "--json", "--threshold", "-1"))
 
-    assert set(found) == {"query", "model", "threshold", "faces"}
+    assert set(found) == {"query", "model", "threshold", "decisions", "faces"}
+    assert found["decisions"] == LFW.decisions(33).as_json()  # the 33 faces indexed
     assert found["query"] == str(demo["yaoming"])
     assert found["model"] == face_models.model_id
     assert found["threshold"] == -1.0
@@ -179,9 +181,15 @@ def test_search_text_output_with_the_default_threshold(run_cli: Cli, demo: dict[
     result = ok(run_cli("search", demo["yaoming"]))
 
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{demo['yaoming']}: 1 face (threshold {LFW_THRESHOLD:.3f})"
-    assert re.fullmatch(r"face 1: x \d+-\d+, y \d+-\d+, detector 0\.\d\d", lines[1]), lines[1]
-    rows = [line for line in lines[3:] if line.strip()]
+    decisions = LFW.decisions(33)  # the 33 faces indexed: the per-pair floors hold
+    assert lines[0] == (f"{demo['yaoming']}: 1 face (threshold {decisions.possible_threshold:.3f})")
+    assert lines[1] == (
+        f"gallery of 33 faces: match from {decisions.match_threshold:.3f} "
+        f"(FPIR {percent(decisions.match_fpir)}), possible from "
+        f"{decisions.possible_threshold:.3f} (FPIR {percent(decisions.possible_fpir)})"
+    )
+    assert re.fullmatch(r"face 1: x \d+-\d+, y \d+-\d+, detector 0\.\d\d", lines[2]), lines[2]
+    rows = [line for line in lines[4:] if line.strip()]
     assert len(rows) == 1, result.stdout
     assert rows[0].endswith(str(demo["players"].resolve()))
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.calibration import DEFAULT_TOLERANCE
+from facesearch.calibration import LFW
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
+# Two known people: the match threshold of a gallery of 2 faces (the per-pair floor there).
+DEFAULT_TOLERANCE = 1.0 - LFW.decisions(2).match_threshold
 
 
 def lfw_stranger(face_data: Path) -> Path:
@@ -150,3 +152,17 @@ def test_compare_skips_an_unreadable_unknown_and_exits_3(
     assert f"WARNING: cannot read {unknown}/a_broken.jpg" in result.stderr
     assert result.stdout.splitlines()[0] == f"{unknown}/a_obama2.jpg,obama"
     assert len(result.stdout.splitlines()) == 7
+
+
+def test_compare_gives_each_face_one_name_and_all_gives_every_name(
+    run_cli: Cli, known: Path, unknown: Path
+) -> None:
+    two = unknown / "d_two.jpg"
+
+    one_each = lines(run_cli("compare", "--tolerance", "2", known, two))
+    everyone = lines(run_cli("compare", "--tolerance", "2", "--all", known, two))
+
+    # Within tolerance 2 every known face is within reach of every face; jointly, Biden's face
+    # is biden and Obama's obama, as the default tolerance has it.
+    assert sorted(one_each) == [f"{two},biden", f"{two},obama"]
+    assert sorted(everyone) == sorted([f"{two},biden", f"{two},obama"] * 2)

@@ -17,7 +17,7 @@ from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image, ImageFilter
 
-from facesearch.calibration import OPERATING_POINTS, decide
+from facesearch.calibration import LFW
 from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.ids import image_id
@@ -186,10 +186,15 @@ def test_search_answers_decisions_people_and_warnings_and_the_cli_shows_them(
 
     found = gateway.Search(api_pb2.SearchRequest(image=query.read_bytes(), top_k=30, threshold=0))
 
-    points = api_codec.operating_points_from_proto(found.operating_points)
-    assert points == pytest.approx(OPERATING_POINTS)  # no FACESEARCH_CALIBRATION there
+    # No FACESEARCH_CALIBRATION there: the bundled model, for the faces the gateway's index
+    # holds (these 23 and what other tests put there).
+    gallery = found.decisions.gallery_faces
+    assert gallery >= 23
+    expected = LFW.decisions(gallery)
+    assert found.decisions.match_threshold == pytest.approx(expected.match_threshold)
+    assert found.decisions.match_fpir == pytest.approx(expected.match_fpir, rel=1e-6)
     decisions = [
-        (api_codec.decision_from_proto(m.decision), decide(m.score, points))
+        (api_codec.decision_from_proto(m.decision), expected.decide(m.score))
         for face in found.faces
         for m in face.matches
     ]
@@ -206,13 +211,15 @@ def test_search_answers_decisions_people_and_warnings_and_the_cli_shows_them(
     assert sharp.unlabelled == len(sharp.matches) - 1
     assert "yao" not in [p.label for p in blurred.people]  # given to one face of the image
     # The CLI computes --by-person from the matches; the gateway's people are the same.
-    mine = by_person([api_codec.query_face_from_proto(f) for f in found.faces])
+    faces = [api_codec.query_face_from_proto(f) for f in found.faces]
+    mine = by_person(faces, found.decisions.match_threshold, everyone=True)
     assert mine == [api_codec.face_people_from_proto(f) for f in found.faces]
 
     shown = run_cli("search", query, "--gateway", gateway_target, "--json", "--top-k", "30",
                     "--threshold", "0")  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     printed = json.loads(shown.stdout)
+    assert printed["decisions"]["gallery_faces"] == gallery
     assert [m["decision"] for f in printed["faces"] for m in f["matches"]] == [
         given for given, _ in decisions
     ]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from facesearch.calibration import OPERATING_POINTS
+from facesearch.calibration import LFW
 from facesearch.codec import events as event_codec
 from facesearch.errors import BadImageError, BadMessageError, BadUriError
 from facesearch.ids import image_id
@@ -75,9 +75,7 @@ def test_the_handlers_index_what_the_embedded_cli_indexes(
     stored = store.stats()
 
     steps = LocalSteps(face_models, store, settings)
-    faces = search_image(
-        steps, demo["yaoming"].read_bytes(), 5, -1.0, Filters(), OPERATING_POINTS
-    ).faces
+    faces = search_image(steps, demo["yaoming"].read_bytes(), 5, -1.0, Filters(), LFW).faces
     best = faces[0].matches[0]
     assert Path(best.path).name == "players.jpg"
     assert all(abs(a - b) <= 6 for a, b in zip(best.box, YAO_BOX, strict=True))

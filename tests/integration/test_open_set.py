@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.calibration import OPERATING_POINTS
+from facesearch.calibration import LFW
 from facesearch.cli import output
 from facesearch.indexing import Indexer, Outcome, collect_inputs
 from facesearch.models import FaceModels
@@ -71,7 +71,7 @@ def best_match(
     photo: Path, models: FaceModels, store: QdrantFaceStore, settings: CoreSettings
 ) -> Match:
     steps = LocalSteps(models, store, settings)
-    faces = search_image(steps, photo.read_bytes(), 1, -1.0, Filters(), OPERATING_POINTS).faces
+    faces = search_image(steps, photo.read_bytes(), 1, -1.0, Filters(), LFW).faces
     return central(faces).matches[0]
 
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch.calibration import LFW_THRESHOLD, OPERATING_POINTS
+from facesearch.calibration import LFW
 from facesearch.detection import prepare_input
 from facesearch.errors import BadImageError, NoFaceError
 from facesearch.indexing import Indexer, Outcome, collect_inputs
@@ -77,9 +77,7 @@ def test_searching_with_yao_mings_photo_finds_him_in_players_and_no_one_else(
     ]
 
     steps = LocalSteps(face_models, store, settings)
-    faces = search_image(
-        steps, demo["yaoming"].read_bytes(), 100, -1.0, Filters(), OPERATING_POINTS
-    ).faces
+    faces = search_image(steps, demo["yaoming"].read_bytes(), 100, -1.0, Filters(), LFW).faces
 
     assert len(faces) == 1
     matches = faces[0].matches
@@ -92,7 +90,7 @@ def test_searching_with_yao_mings_photo_finds_him_in_players_and_no_one_else(
     assert all(m.score < 0.3 for m in rest), [m.score for m in rest[:3]]
 
 
-def test_the_default_threshold_keeps_only_the_same_person(
+def test_the_default_threshold_keeps_only_the_same_person_and_states_the_gallery(
     demo: dict[str, Path],
     face_models: FaceModels,
     store: QdrantFaceStore,
@@ -101,13 +99,14 @@ def test_the_default_threshold_keeps_only_the_same_person(
     index([demo["players"], demo["gdp"], demo["t1"]], face_models, store, settings)
 
     steps = LocalSteps(face_models, store, settings)
-    faces = search_image(
-        steps, demo["yaoming"].read_bytes(), 10, LFW_THRESHOLD, Filters(), OPERATING_POINTS
-    ).faces
+    found = search_image(steps, demo["yaoming"].read_bytes(), 10, None, Filters(), LFW)
 
-    assert [(Path(m.path).name, near(m.box, YAO_BOX)) for m in faces[0].matches] == [
+    assert [(Path(m.path).name, near(m.box, YAO_BOX)) for m in found.faces[0].matches] == [
         ("players.jpg", True)
     ]
+    assert found.decisions == LFW.decisions(33)  # every face indexed, none filtered out
+    assert found.threshold == found.decisions.possible_threshold
+    assert found.faces[0].matches[0].decision == "match"
 
 
 def test_indexing_the_same_files_again_reports_them_unchanged(

@@ -237,6 +237,31 @@ def test_query_filters_by_label_and_by_collection(store: FaceStore, analyzed: An
     assert best.score > 0.5
 
 
+def test_count_faces_counts_the_gallery_a_query_with_those_filters_searches(
+    store: FaceStore, analyzed: Analyzed
+) -> None:
+    assert store.count_faces(Filters()) == 0
+    store.put_images(
+        [
+            records(analyzed, "players", store.model_id, label="yao", collection="sports"),
+            records(analyzed, "gdp", store.model_id, label="econ", collection="news"),
+            records(analyzed, "t1", store.model_id, label="", collection="news"),
+        ]
+    )
+    query = analyzed["yaoming"][1]
+
+    for filters in (
+        Filters(),
+        Filters(collection="news"),
+        Filters(label="econ"),
+        Filters(source_uri="/photos/t1.jpg"),
+        Filters(label="yao", collection="news"),
+    ):
+        everything = store.query(query, 1000, -1.0, filters)[0]  # every face a query can reach
+        assert store.count_faces(filters) == len(everything), filters
+    assert store.count_faces(Filters()) == 33
+
+
 @pytest.mark.parametrize(
     ("selector", "gone"),
     [

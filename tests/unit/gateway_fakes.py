@@ -4,6 +4,7 @@ because pyproject puts tests/unit on pytest's pythonpath)."""
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from facesearch.calibration import LFW, Calibration
 from facesearch.rpc.settings import GatewaySettings
 from facesearch_services.gateway.backends import Backends
 from facesearch_services.gateway.failures import RecentIds
@@ -41,10 +42,10 @@ def fake_backends(
 def gateway_servicer(
     backends: Backends,
     env: Mapping[str, str] | None = None,
-    points: dict[float, float] | None = None,
+    calibration: Calibration = LFW,
 ) -> GatewayServicer:
     """A GatewayServicer with GATEWAY's settings (and ``env``'s), ready on ``backends``."""
     settings = GatewaySettings.from_env({**GATEWAY, **(env or {})})
-    servicer = GatewayServicer(settings, points or {1e-3: 0.5})
+    servicer = GatewayServicer(settings, calibration)
     servicer.backends.set(backends)
     return servicer

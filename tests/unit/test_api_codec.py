@@ -1,11 +1,11 @@
 """The API's records <-> messages (api_codec), both ways: what a server sends is what a client
 reads back. Values are exact in float32, the protos' floats, so round trips compare equal."""
 
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import pytest
 
-from facesearch.calibration import OPERATING_POINTS
+from facesearch.calibration import LFW
 from facesearch.codec import api as api_codec
 from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2
@@ -65,7 +65,7 @@ def test_query_faces_with_their_people_go_both_ways() -> None:
         QueryFace(0, (1.0, 2.0, 3.0, 4.0), 0.75, 0.5, [STILL, VIDEO, replace(bob, label="")]),
         QueryFace(1, (5.0, 6.0, 7.0, 8.0), 0.625, 0.25, [bob], Rejection("blurred", 2.5, 3.0)),
     ]
-    answers = by_person(faces)
+    answers = by_person(faces, 0.3)
     messages = [api_codec.query_face_to_proto(a) for a in answers]
 
     assert [p.label for p in messages[0].people] == ["ann"]
@@ -76,13 +76,16 @@ def test_query_faces_with_their_people_go_both_ways() -> None:
 
 
 def test_operating_points_are_keyed_by_the_false_match_rate() -> None:
-    message = api_codec.operating_points_to_proto(OPERATING_POINTS)
+    decisions = LFW.decisions(10_000)
+
+    message = api_codec.operating_points_to_proto(LFW, decisions)
 
     assert set(message.thresholds) == {"0.01", "0.001", "0.0001"}
-    assert message.match_threshold == pytest.approx(OPERATING_POINTS[1e-4])
-    assert message.possible_threshold == pytest.approx(OPERATING_POINTS[1e-3])
-    back = api_codec.operating_points_from_proto(message)
-    assert back == pytest.approx(OPERATING_POINTS)
+    assert message.thresholds["0.0001"] == pytest.approx(LFW.tail.threshold(1e-4))
+    assert message.match_threshold == pytest.approx(decisions.match_threshold)
+    assert message.possible_threshold == pytest.approx(decisions.possible_threshold)
+    back = api_codec.decisions_from_proto(api_codec.decisions_to_proto(decisions))
+    assert astuple(back) == pytest.approx(astuple(decisions))
 
 
 def test_image_records_keep_their_kind_and_unindexed_faces() -> None:

@@ -1,7 +1,10 @@
-"""Threshold selection, pair scores, decisions and calibration files, on hand-checked cases."""
+"""Threshold selection, pair scores, the impostor tail, open-set decisions and calibration files,
+on hand-checked cases and on draws from known distributions."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,20 +12,21 @@ import pytest
 from facesearch.calibration import (
     CALIBRATION_VARIABLE,
     FMRS,
-    LFW_THRESHOLD,
+    LFW,
     MATCH_FMR,
-    OPERATING_POINTS,
     POSSIBLE_FMR,
-    decide,
-    load_points,
+    Calibration,
+    Decisions,
+    ImpostorTail,
+    calibration_for,
+    fit_tail,
+    load_calibration,
     operating_points,
     pair_scores,
-    points_for,
     threshold_at_fmr,
-    write_points,
+    write_calibration,
 )
 from facesearch.errors import ConfigError
-from facesearch.settings import CoreSettings
 
 
 def up(value: float, dtype: type = np.float64) -> float:
@@ -122,74 +126,163 @@ def test_pair_scores_across_row_blocks() -> None:
     ],
 )
 def test_decide_at_the_boundaries(score: float, decision: str) -> None:
-    points = {MATCH_FMR: 0.5, POSSIBLE_FMR: 0.3}
+    decisions = Decisions(1000, 0.5, 0.3, 0.01, 0.1)
 
-    assert decide(score, points) == decision
-
-
-def test_decide_uses_the_measured_points_by_default() -> None:
-    points = points_for(CoreSettings.from_env({}).calibration)
-
-    assert decide(OPERATING_POINTS[MATCH_FMR], points) == "match"
-    assert decide(OPERATING_POINTS[POSSIBLE_FMR], points) == "possible"
-    assert decide(OPERATING_POINTS[POSSIBLE_FMR] - 1e-4, points) == "no_match"
+    assert decisions.decide(score) == decision
 
 
-def test_measured_points_tighten_as_the_rate_falls() -> None:
-    thresholds = [OPERATING_POINTS[f] for f in sorted(OPERATING_POINTS, reverse=True)]
+def exponential_tail() -> ImpostorTail:
+    """FMR(t) = 0.01 * exp(-(t - 0.2) / 0.02) above 0.2, and 0.1 at 0.1, 0.5 at 0."""
+    return ImpostorTail(((0.5, 0.0), (0.1, 0.1)), 0.2, 0.01, 0.0, 0.02, 10**6)
 
-    assert thresholds == sorted(thresholds)
-    assert set(OPERATING_POINTS) == set(FMRS)
+
+def test_the_tail_and_its_inverse_agree_in_the_body_and_beyond() -> None:
+    tail = exponential_tail()
+
+    assert tail.fmr(0.2) == pytest.approx(0.01)
+    assert tail.fmr(0.2 + 0.02 * np.log(10)) == pytest.approx(0.001)
+    assert tail.fmr(0.1) == pytest.approx(0.1)
+    assert tail.fmr(0.15) == pytest.approx(np.sqrt(0.1 * 0.01))  # linear in log FMR
+    assert tail.fmr(-0.5) == 1.0
+    for fmr in (0.3, 0.05, 1e-3, 1e-6, 1e-9):
+        assert tail.fmr(tail.threshold(fmr)) == pytest.approx(fmr)
+
+
+def test_a_bounded_tail_gives_nothing_beyond_its_end() -> None:
+    tail = ImpostorTail((), 0.2, 0.01, -0.5, 0.05, 10**6)  # ends at 0.2 + 0.05 / 0.5 = 0.3
+
+    assert tail.fmr(0.3) == pytest.approx(0.0, abs=1e-30)
+    assert tail.fmr(0.31) == 0.0
+    assert tail.fmr(0.25) == pytest.approx(0.01 * 0.5**2)
+
+
+def test_fpir_grows_with_the_gallery_and_thresholds_follow() -> None:
+    calibration = Calibration("m", exponential_tail())
+    sizes = [1, 10**3, 10**4, 10**6]
+
+    decisions = [calibration.decisions(n) for n in sizes]
+
+    matches = [d.match_threshold for d in decisions]
+    assert matches == sorted(matches) and matches[0] < matches[-1]
+    for d in decisions:
+        assert d.possible_threshold <= d.match_threshold
+    # Above the floors: the FPIR of the threshold is the target; 1 - (1 - FMR)^N.
+    big = decisions[-1]
+    assert big.match_fpir == pytest.approx(0.01, rel=1e-6)
+    assert big.possible_fpir == pytest.approx(0.10, rel=1e-6)
+    fmr = exponential_tail().fmr(big.match_threshold)
+    assert 1 - (1 - fmr) ** 10**6 == pytest.approx(0.01, rel=1e-6)
+
+
+def test_small_galleries_keep_the_per_pair_floors() -> None:
+    tail = exponential_tail()
+
+    one = Calibration("m", tail).decisions(1)
+
+    assert one.match_threshold == pytest.approx(tail.threshold(MATCH_FMR))
+    assert one.possible_threshold == pytest.approx(tail.threshold(POSSIBLE_FMR))
+    assert one.match_fpir == pytest.approx(MATCH_FMR)  # below the 1% asked: the floor holds
+    assert Calibration("m", tail).lowest_possible() == one.possible_threshold
+
+
+def test_a_fitted_tail_extrapolates_a_known_law() -> None:
+    # Scores whose upper tail is exactly exponential: 1% of them are 0.2 + Exp(scale 0.02).
+    rng = np.random.default_rng(7)
+    body = rng.uniform(-0.2, 0.2, 4_950_000)
+    tail_scores = 0.2 + rng.exponential(0.02, 50_000)
+
+    tail = fit_tail(np.concatenate([body, tail_scores]))
+
+    assert tail.pairs == 5_000_000
+    assert tail.start == pytest.approx(0.2 + 0.02 * np.log(10), abs=2e-3)  # FMR 1e-3 there
+    assert abs(tail.shape) < 0.05
+    truth = 0.2 + 0.02 * np.log(0.01 / 1e-8)  # where FMR is 1e-8, far beyond the data
+    assert tail.threshold(1e-8) == pytest.approx(truth, abs=0.02)
+    assert tail.threshold(0.1) == pytest.approx(np.quantile(body, 1 - 0.09 / 0.99), abs=2e-3)
+
+
+def test_too_few_impostor_pairs_cannot_be_fitted() -> None:
+    with pytest.raises(ConfigError, match="too few"):
+        fit_tail(np.linspace(-0.1, 0.3, 499))
+
+
+def test_the_bundled_model_keeps_lfw_operating_points() -> None:
+    # Measured on lfw-devtest (1,197,943 impostor pairs): FMR 1e-3 at 0.2286, 1e-4 at 0.2834.
+    assert LFW.tail.threshold(1e-3) == pytest.approx(0.2286, abs=1e-3)
+    assert LFW.tail.threshold(1e-4) == pytest.approx(0.2834, abs=2e-3)
+    assert LFW.decisions(10**6).match_threshold > LFW.decisions(1000).match_threshold
+
+
+def written(tmp_path: Path, model: str = "m") -> Path:
+    path = tmp_path / "calibration.json"
+    calibration = Calibration(model, exponential_tail(), 0.02, 0.2)
+    write_calibration(path, calibration, {"source": "test"})
+    return path
 
 
 def test_a_written_file_is_what_the_variable_loads(tmp_path: Path) -> None:
-    path = tmp_path / "calibration.json"
-    genuine = np.array([0.9, 0.8])
-    impostor = np.arange(100_000, dtype=np.float64) / 200_000  # 0 ... 0.5
-    write_points(path, operating_points(genuine, impostor), {"model": "m"})
+    path = written(tmp_path)
 
-    points = points_for(CoreSettings.from_env({CALIBRATION_VARIABLE: str(path)}).calibration)
+    loaded = calibration_for(path, "m")
 
-    assert points == load_points(path)
-    assert sorted(points) == sorted(FMRS)
-    assert points[1e-2] == up(98_999 / 200_000)  # the 1,001st highest of 0 ... 99,999 / 200,000
-    assert json.loads(path.read_text())["model"] == "m"
-    assert decide(0.49995, points) == "match"  # above the 11th highest
-    assert decide(0.4996, points) == "possible"  # above the 101st
-    assert decide(0.496, points) == "no_match"
+    assert loaded.tail == exponential_tail()
+    assert (loaded.match_fpir, loaded.possible_fpir, loaded.source) == (0.02, 0.2, str(path))
+    assert loaded.decisions(5000) == Calibration("m", exponential_tail(), 0.02, 0.2).decisions(5000)
+    assert json.loads(path.read_text())["source"] == "test"
 
 
-def test_without_the_variable_the_measured_points_are_active() -> None:
-    assert points_for(CoreSettings.from_env({}).calibration) == OPERATING_POINTS
+def test_without_the_variable_the_bundled_model_is_active() -> None:
+    assert calibration_for(None, "anything") is LFW
+
+
+def test_a_file_for_another_model_is_refused_naming_both(tmp_path: Path) -> None:
+    path = written(tmp_path, model="w600k_r50-12345678")
+
+    with pytest.raises(ConfigError, match=CALIBRATION_VARIABLE) as error:
+        calibration_for(path, "w600k_mbf-9cc6e4a7")
+
+    assert "w600k_r50-12345678" in str(error.value) and "w600k_mbf-9cc6e4a7" in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def edited(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> str:
+    data = json.loads(written(tmp_path).read_text())
+    change(data)
+    return json.dumps(data)
+
+
+def _set(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        target = data["impostor_tail"] if key in data["impostor_tail"] else data
+        target[key] = value
+
+    return change
 
 
 @pytest.mark.parametrize(
-    ("content", "why"),
+    ("change", "why"),
     [
-        ("not json", "not JSON"),
-        ('{"points": []}', "expected {'operating_points'"),
-        ('{"operating_points": [{"fmr": 0.01}]}', "expected {'operating_points'"),
-        ('{"operating_points": [{"fmr": 0.01, "threshold": 0.2}]}', "no threshold for FMR"),
-        (
-            '{"operating_points": [{"fmr": 0.001, "threshold": 2}, '
-            '{"fmr": 0.0001, "threshold": 3}]}',
-            "between -1 and 1",
-        ),
-        (
-            '{"operating_points": [{"fmr": 0.001, "threshold": 0.5}, '
-            '{"fmr": 0.0001, "threshold": 0.4}]}',
-            "must not be below",
-        ),
+        (None, "not JSON"),
+        (_set("impostor_tail", None), "malformed"),
+        (lambda d: d.pop("impostor_tail"), "no impostor_tail"),
+        (lambda d: d.pop("model"), "malformed"),
+        (_set("scale", -1.0), "scale > 0"),
+        (_set("shape", "NaN"), "not finite"),
+        (_set("body", [[0.1, 0.1], [0.5, 0.0]]), "FMRs falling"),
+        (_set("start", 3.0), "between -1 and 1"),
+        (_set("match_fpir", 0.5), "match_fpir <= possible_fpir"),
+        (_set("possible_fpir", "many"), "malformed"),
     ],
 )
 def test_a_bad_file_is_a_config_error_naming_the_variable(
-    tmp_path: Path, content: str, why: str
+    tmp_path: Path, change: Callable[[dict[str, Any]], None] | None, why: str
 ) -> None:
+    content = "{not json" if change is None else edited(tmp_path, change)
     path = tmp_path / "bad.json"
     path.write_text(content)
 
     with pytest.raises(ConfigError, match=CALIBRATION_VARIABLE) as error:
-        load_points(path)
+        load_calibration(path)
 
     assert why in str(error.value)
     assert str(path) in str(error.value)
@@ -197,11 +290,4 @@ def test_a_bad_file_is_a_config_error_naming_the_variable(
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{CALIBRATION_VARIABLE}=.*cannot read it"):
-        points_for(
-            CoreSettings.from_env({CALIBRATION_VARIABLE: str(tmp_path / "absent.json")}).calibration
-        )
-
-
-def test_search_default_threshold_never_hides_a_match() -> None:
-    # search lists scores from LFW_THRESHOLD up by default: every "match" must be among them.
-    assert OPERATING_POINTS[MATCH_FMR] >= LFW_THRESHOLD
+        calibration_for(tmp_path / "absent.json", "m")

@@ -156,7 +156,13 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
             matches=[api_codec.match_to_proto(replace(m, decision=self.decision)) for m in matches],
             warning=api_codec.warning_to_proto(self.warning),
         )
-        return api_pb2.SearchResponse(faces=[face], model=MODEL, threshold=threshold)
+        decisions = api_pb2.Decisions(
+            gallery_faces=1, match_threshold=0.5, possible_threshold=0.25, match_fpir=1e-4,
+            possible_fpir=1e-3
+        )  # fmt: skip
+        return api_pb2.SearchResponse(
+            faces=[face], model=MODEL, threshold=threshold, decisions=decisions
+        )
 
     def matches(self) -> list[Match]:
         found: list[Match] = []
@@ -445,12 +451,14 @@ def test_search_through_a_gateway_prints_what_the_embedded_search_prints(
     found = json.loads(run("search", query, "--gateway", target, "--json").stdout)
 
     assert text.exit_code == 0, text.output
-    assert text.stdout.splitlines()[:3] == [
+    assert text.stdout.splitlines()[:4] == [
         f"{query}: 1 face (threshold 0.253)",
+        "gallery of 1 face: match from 0.500 (FPIR 0.01%), possible from 0.250 (FPIR 0.1%)",
         "face 1: x 0-40, y 20-60, detector 0.88",
         "   score  decision  label            box                      where",
     ]
-    assert set(found) == {"query", "model", "threshold", "faces"}
+    assert set(found) == {"query", "model", "threshold", "decisions", "faces"}
+    assert found["decisions"]["gallery_faces"] == 1
     assert found["faces"][0]["matches"][0]["label"] == "ann"
 
 
@@ -467,7 +475,7 @@ def test_search_through_a_gateway_shows_its_decisions_and_warnings(
     found = json.loads(run("search", query, "--gateway", target, "--json").stdout)
     people = json.loads(run("search", query, "--by-person", "--gateway", target, "--json").stdout)
 
-    assert text.stdout.splitlines()[3].split()[:3] == ["0.900", "possible", "ann"]
+    assert text.stdout.splitlines()[4].split()[:3] == ["0.900", "possible", "ann"]
     assert text.stderr.startswith(f"warning: face 1 of {query} fails the quality gate: too_small")
     (match,) = found["faces"][0]["matches"]
     assert match["decision"] == "possible"
@@ -581,3 +589,23 @@ def test_by_reference_without_a_gateway_is_a_usage_error(tmp_path: Path) -> None
     done = run("index", tmp_path, "--by-reference")
     assert done.exit_code == 2
     assert "--by-reference needs --gateway" in done.output
+
+
+def test_search_through_a_gateway_writes_its_report_with_what_cannot_be_read_here(
+    target: str, fake: FakeFaceSearch, tmp_path: Path
+) -> None:
+    fake.polls = 0
+    run("index", photos(tmp_path / "g", a=b"abc"), "--label", "ann", "--gateway", target)
+    query = photos(tmp_path / "q", q=b"query") / "q.jpg"
+    report = tmp_path / "report.html"
+
+    done = run("search", query, "--gateway", target, "--json", "--html", report)
+
+    assert done.exit_code == 0, done.output
+    assert done.stderr == ""  # and stdout the JSON alone
+    (match,) = json.loads(done.stdout)["faces"][0]["matches"]
+    page = report.read_text()
+    assert f'data-image-id="{match["image_id"]}"' in page and 'data-label="ann"' in page
+    # The fake's "images" are a few bytes, not pictures: the query's and the match's pictures
+    # are missing, the page is still written, with everything else.
+    assert page.count("image not available") == 2

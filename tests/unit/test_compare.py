@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from facesearch.calibration import DEFAULT_TOLERANCE, LFW_THRESHOLD, similarity_to_distance
-from facesearch.compare import known_within, result_lines
+from facesearch.calibration import similarity_to_distance
+from facesearch.compare import known_within, largest, names_of, result_lines
 
 
 def unit(angle_degrees: float) -> np.ndarray:
@@ -48,11 +48,32 @@ def test_known_within_is_inclusive_and_tolerance_bounds_it() -> None:
 def test_distance_scale_matches_the_calibration() -> None:
     assert similarity_to_distance(1.0) == 0.0
     assert similarity_to_distance(-1.0) == 2.0
-    assert abs(DEFAULT_TOLERANCE - (1.0 - LFW_THRESHOLD)) <= 5e-4
-    # A face exactly at the LFW threshold is within the default tolerance, just below is not.
-    known = {"x": np.array([1.0, 0.0])}
-    assert within(known, with_similarity(LFW_THRESHOLD), DEFAULT_TOLERANCE)
-    assert not within(known, with_similarity(LFW_THRESHOLD - 0.01), DEFAULT_TOLERANCE)
+
+
+def test_each_face_gets_one_name_and_each_name_one_face() -> None:
+    names = ["ann", "bob", "cy"]
+    rows = [[0.9, 0.8, 0.1], [0.85, 0.5, 0.1], [0.1, 0.2, 0.3]]  # face 1 is most like ann too
+
+    per_face = names_of(names, rows, tolerance=0.6, everyone=False)
+
+    # Jointly: ann to face 1 and bob to face 0 (0.8 + 0.85) beats ann to face 0 (0.9 + 0.5).
+    assert [[n for n, _ in found] for found in per_face] == [["bob"], ["ann"], []]
+    assert per_face[0][0][1] == pytest.approx(0.2)
+
+
+def test_all_gives_every_name_within_tolerance() -> None:
+    rows = [[0.9, 0.8, 0.1], [0.85, 0.5, 0.1]]
+
+    per_face = names_of(["ann", "bob", "cy"], rows, tolerance=0.6, everyone=True)
+
+    assert [[n for n, _ in found] for found in per_face] == [["ann", "bob"], ["ann", "bob"]]
+
+
+def test_a_name_with_two_photos_counts_its_closest() -> None:
+    ((name, distance),) = names_of(["ann", "ann"], [[0.5, 0.7]], tolerance=0.6, everyone=False)[0]
+
+    assert name == "ann"
+    assert distance == pytest.approx(0.3)
 
 
 def test_result_lines_name_only() -> None:
@@ -98,3 +119,10 @@ def test_known_within_then_result_lines_end_to_end() -> None:
         "x.jpg,alice,0.1234",
         "x.jpg,unknown_person",
     ]
+
+
+def test_a_known_photo_stands_for_its_largest_face() -> None:
+    boxes = [(0.0, 0.0, 30.0, 30.0), (50.0, 0.0, 130.0, 90.0), (200.0, 0.0, 240.0, 40.0)]
+
+    assert largest(boxes) == 1
+    assert largest(boxes[:1]) == 0

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from facesearch.calibration import Decisions
 from facesearch.cli import output
 from facesearch.cli.main import show_found
 from facesearch.identities import assign_labels, by_person, label_by_name, people_of
 from facesearch.indexing import InputFile
 from facesearch.records import Match, Rejection
 from facesearch.searching import Found, QueryFace
+
+DECISIONS = Decisions(12_345, 0.37, 0.33, 0.01, 0.1)
 
 
 def match(score: float, label: str, image: str = "a", face_index: int = 0) -> Match:
@@ -25,6 +28,7 @@ def match(score: float, label: str, image: str = "a", face_index: int = 0) -> Ma
         label=label,
         collection="default",
         det_score=0.8,
+        decision=DECISIONS.decide(score),
     )
 
 
@@ -53,7 +57,7 @@ def test_matches_are_grouped_by_label_with_the_best_appearance() -> None:
 
 
 def test_unlabelled_matches_are_left_out_and_counted() -> None:
-    (answer,) = by_person([query_face(0, [match(0.9, ""), match(0.8, ""), match(0.4, "ann")])])
+    (answer,) = by_person([query_face(0, [match(0.9, ""), match(0.8, ""), match(0.4, "ann")])], 0.3)
     assert [p.label for p in answer.people] == ["ann"]
     assert answer.unlabelled == 2
 
@@ -90,7 +94,7 @@ def test_by_person_names_each_person_once_per_query_image() -> None:
         query_face(0, [match(0.9, "x", "p"), match(0.8, "y", "q"), match(0.6, "x", "r")]),
         query_face(1, [match(0.85, "x", "s"), match(0.3, "y", "t"), match(0.4, "z", "u")]),
     ]
-    first, second = by_person(faces)
+    first, second = by_person(faces, 0.3, everyone=True)
 
     assert (first.identified, [p.label for p in first.people]) == (True, ["y"])
     assert (second.identified, [p.label for p in second.people]) == (True, ["x", "z"])
@@ -100,20 +104,41 @@ def test_by_person_names_each_person_once_per_query_image() -> None:
 
 
 def test_a_face_whose_only_person_went_elsewhere_is_nobody() -> None:
-    first, second = by_person([query_face(0, [match(0.9, "x")]), query_face(1, [match(0.35, "x")])])
+    first, second = by_person(
+        [query_face(0, [match(0.9, "x")]), query_face(1, [match(0.35, "x")])], 0.3, everyone=True
+    )
     assert [p.label for p in first.people] == ["x"]
     assert (second.identified, second.people) == (False, [])
 
 
 def test_a_person_no_face_was_given_goes_under_the_face_it_resembles_most() -> None:
-    first, second = by_person(
-        [
-            query_face(0, [match(0.9, "x"), match(0.5, "w")]),
-            query_face(1, [match(0.8, "y"), match(0.6, "w")]),
-        ]
-    )
+    faces = [
+        query_face(0, [match(0.9, "x"), match(0.5, "w")]),
+        query_face(1, [match(0.8, "y"), match(0.6, "w")]),
+    ]
+    first, second = by_person(faces, 0.3, everyone=True)
     assert [p.label for p in first.people] == ["x"]
     assert [p.label for p in second.people] == ["y", "w"]
+
+
+def test_without_everyone_each_face_lists_only_its_person() -> None:
+    faces = [
+        query_face(0, [match(0.9, "x"), match(0.5, "w")]),
+        query_face(1, [match(0.8, "y"), match(0.6, "w")]),
+    ]
+    first, second = by_person(faces, 0.3)
+    assert [p.label for p in first.people] == ["x"]
+    assert [p.label for p in second.people] == ["y"]
+
+
+def test_nobody_below_the_match_threshold_is_given_a_face() -> None:
+    faces = [query_face(0, [match(0.45, "x"), match(0.3, "w")])]
+
+    (strict,) = by_person(faces, 0.5)
+    (listed,) = by_person(faces, 0.5, everyone=True)
+
+    assert (strict.identified, strict.people) == (False, [])
+    assert (listed.identified, [p.label for p in listed.people]) == (False, ["x", "w"])
 
 
 # --- labels from names ------------------------------------------------------------------------
@@ -128,7 +153,7 @@ def test_label_by_name_is_compares_known_folder_convention() -> None:
 
 
 def test_by_person_json() -> None:
-    (answer,) = by_person([query_face(2, [match(0.81234, "ann", "b"), match(0.5, "")])])
+    (answer,) = by_person([query_face(2, [match(0.81234, "ann", "b"), match(0.5, "")])], 0.3)
 
     data = output.face_people_json(answer)
 
@@ -142,30 +167,49 @@ def test_by_person_json() -> None:
 
 
 def test_by_person_text(capsys: pytest.CaptureFixture[str]) -> None:
-    answers = by_person([query_face(0, [match(0.8, "ann")]), query_face(1, [])])
+    faces = [query_face(0, [match(0.8, "ann")]), query_face(1, [])]
+    found = Found(faces, "m", 0.253, DECISIONS)
 
-    output.print_by_person("q.jpg", answers, 0.253)
+    output.print_by_person("q.jpg", by_person(faces, 0.3), found)
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "q.jpg: 2 faces (threshold 0.253), by person"
-    assert lines[3].split()[:3] == ["0.800", "1", "ann"]
-    assert lines[3].endswith("/photos/a.jpg")
-    assert lines[5] == "  no labelled person at or above the threshold"
+    assert lines[1] == (
+        "gallery of 12,345 faces: match from 0.370 (FPIR 1%), possible from 0.330 (FPIR 10%)"
+    )
+    assert lines[4].split()[:4] == ["0.800", "match", "1", "ann"]
+    assert lines[4].endswith("/photos/a.jpg")
+    assert lines[6] == "  no labelled person at or above the match threshold"
 
 
 def test_search_json_by_person_and_its_warnings(capsys: pytest.CaptureFixture[str]) -> None:
     """What `search --by-person --json` prints, from a search's answer (embedded or through a
     gateway: the grouping is done here)."""
     blurred = QueryFace(1, (0.0, 0.0, 9.0, 9.0), 0.6, 0.1, [], Rejection("blurred", 2.5, 3.0))
-    found = Found([query_face(0, [match(0.8, "ann"), match(0.4, "")]), blurred], "m", 0.253)
+    faces = [query_face(0, [match(0.8, "ann"), match(0.4, "")]), blurred]
+    found = Found(faces, "m", 0.253, DECISIONS)
 
-    show_found("q.jpg", found, by_person=True, as_json=True)
+    show_found("q.jpg", found, by_person=True, everyone=False, as_json=True)
 
     data = json.loads(capsys.readouterr().out)
     assert [f["person"] for f in data["faces"]] == ["ann", None]
     assert data["warnings"] == [{"face": 1, "reason": "blurred", "value": 2.5, "limit": 3.0}]
+    assert data["decisions"] == {
+        "gallery_faces": 12345,
+        "match_threshold": 0.37,
+        "possible_threshold": 0.33,
+        "match_fpir": 0.01,
+        "possible_fpir": 0.1,
+    }
 
 
 def test_a_good_query_has_no_warnings_key(capsys: pytest.CaptureFixture[str]) -> None:
-    show_found("q.jpg", Found([query_face(0, [])], "m", 0.253), by_person=False, as_json=True)
-    assert set(json.loads(capsys.readouterr().out)) == {"query", "model", "threshold", "faces"}
+    found = Found([query_face(0, [])], "m", 0.253, DECISIONS)
+    show_found("q.jpg", found, by_person=False, everyone=False, as_json=True)
+    assert set(json.loads(capsys.readouterr().out)) == {
+        "query",
+        "model",
+        "threshold",
+        "decisions",
+        "faces",
+    }

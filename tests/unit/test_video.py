@@ -23,6 +23,7 @@ from facesearch.video import (
     parse_time,
     prefetched,
     read_frame_at,
+    read_frames_at,
 )
 
 FPS = 10.0
@@ -136,6 +137,17 @@ def test_read_frame_at_gives_the_indexed_frame(tmp_path: Path) -> None:
     assert blue[5, 5, 0] > blue[5, 5, 2]
     with pytest.raises(BadImageError, match=r"no frame at 0:05\.0"):
         read_frame_at(clip, 5000)
+
+
+def test_read_frames_at_gives_each_frame_read_frame_at_gives_in_one_pass(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "cut.avi", [BLUE] * 10 + [RED] * 10)
+
+    frames = read_frames_at(clip, [1250, 0, 1300, 5000])
+
+    assert sorted(frames) == [0, 1250, 1300]  # 5 s is past the end: left out
+    for ms, bgr in frames.items():
+        assert np.array_equal(bgr, read_frame_at(clip, ms)[0]), ms
+    assert read_frames_at(clip, []) == {}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 import click
 from tqdm import tqdm
 
-from facesearch.calibration import LFW_THRESHOLD, points_for
+from facesearch.calibration import calibration_for, mismatch
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
@@ -86,14 +86,17 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """The models and the Qdrant index in this process; decisions at the operating points of
-    FACESEARCH_CALIBRATION, read once here."""
+    """The models and the Qdrant index in this process; decisions from the calibration of
+    FACESEARCH_CALIBRATION (else the bundled one), read once here."""
 
     def __init__(self, settings: CoreSettings, models: FaceModels, store: FaceStore) -> None:
         self.settings = settings
         self.models = models
         self.store = store
-        self.points = points_for(settings.calibration)
+        self.calibration = calibration_for(settings.calibration, models.model_id)
+        warning = mismatch(self.calibration, models.model_id)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
 
     def index(
         self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
@@ -102,9 +105,8 @@ class EmbeddedBackend:
         indexer.run(inputs, on_outcome)
 
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
-        threshold = LFW_THRESHOLD if threshold is None else threshold
         steps = LocalSteps(self.models, self.store, self.settings)
-        return search_image(steps, data, top_k, threshold, filters, self.points)
+        return search_image(steps, data, top_k, threshold, filters, self.calibration)
 
     def delete(self, selector: Selector) -> tuple[int, int]:
         return self.store.delete(selector)

@@ -5,11 +5,11 @@ import logging
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from facesearch import __version__, identities
-from facesearch.calibration import LFW_THRESHOLD
+from facesearch import __version__, identities, report
 from facesearch.cli import output
 from facesearch.cli.broker import broker
 from facesearch.cli.calibrate import calibrate
@@ -157,19 +157,35 @@ def read_query(path: Path) -> bytes:
     "--threshold",
     default=None,
     type=click.FloatRange(-1.0, 1.0),
-    help="Lowest cosine similarity to report. The default is the same-person threshold "
-    f"calibrated on LFW ({LFW_THRESHOLD}; a gateway applies its own calibrated one); 0 or "
-    "below shows the nearest faces whatever their score.",
+    help="Lowest cosine similarity to report. The default is the 'possible' threshold of the "
+    "gallery searched (it rises with the number of faces the filters leave); -1 shows the "
+    "nearest faces whatever their score.",
 )
 @click.option("--label", default="", help="Only faces with this label.")
 @click.option("--collection", default="", help="Only faces in this gallery.")
 @click.option(
     "--by-person",
     is_flag=True,
-    help="Answer per person: for each face, the labelled people it resembles with their best "
-    "score, how many matching faces they have, and the best one's box and image. A person is "
-    "given to one face of IMAGE at most (faces and people paired jointly, by the Hungarian "
-    "algorithm); matches without a label are counted, not listed.",
+    help="Answer per person: for each face, the labelled person it is, with their best score, "
+    "how many matching faces they have, and the best one's box and image. A face is given at "
+    "most one person scoring at or above the gallery's 'match' threshold, and a person at most "
+    "one face of IMAGE (faces and people paired jointly, by the Hungarian algorithm); matches "
+    "without a label are counted, not listed.",
+)
+@click.option(
+    "--all",
+    "everyone",
+    is_flag=True,
+    help="With --by-person: also list the other people among the matches (each under the face "
+    "they resemble most), not only the one each face was given.",
+)
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the answer as one self-contained HTML page (pictures inline): the query "
+    "with its faces numbered, and per face its matches as cards, each with the face, its "
+    "source image (or video frame) boxed, score, decision, label and a link to the source.",
 )
 @data_dir_option
 @gateway_option
@@ -183,6 +199,8 @@ def search(
     label: str,
     collection: str,
     by_person: bool,
+    everyone: bool,
+    html: Path | None,
     data_dir: Path | None,
     gateway: str | None,
     as_json: bool,
@@ -190,10 +208,13 @@ def search(
     """Find where the faces in IMAGE appear among the indexed ones ("-" reads standard input).
 
     Every face in IMAGE is reported with its best matches: score (cosine similarity, 1 is
-    identical), decision (match, possible or no_match at the calibrated operating points, a
-    gateway's own with --gateway), label, box and the file or URL it came from. A face that
-    would fail the indexing quality gate is searched all the same, with a warning (stderr;
-    "warnings" in --json, present only when there are any).
+    identical), decision, label, box and the file or URL it came from. Decisions hold for the
+    gallery searched, the faces the filters leave: "match" at the score where at most 1% of
+    searches for someone who is not in the gallery would return one (FPIR 1%), "possible" at
+    FPIR 10%, else "no_match"; the answer states the gallery's size and the FPIR each stands
+    for (FACESEARCH_CALIBRATION, from facesearch calibrate, replaces the bundled LFW model; a
+    gateway uses its own). A face that would fail the indexing quality gate is searched all
+    the same, with a warning (stderr; "warnings" in --json, present only when there are any).
     """
     data = read_query(image)
     top_k = top_k or (TOP_K_BY_PERSON if by_person else TOP_K)
@@ -202,28 +223,57 @@ def search(
             found = work.search(data, top_k, threshold, Filters(label, "", collection))
         except NoFaceError as exc:
             raise NoFaceError(f"no face found in {image}") from exc
-    show_found(str(image), found, by_person, as_json)
+    if everyone and not by_person:
+        raise click.UsageError("--all goes with --by-person")
+    answer = found_json(str(image), found, by_person, everyone)
+    if html is not None:
+        write_report(html, data, answer, settings, as_json)
+    show_found(str(image), found, by_person, everyone, as_json)
 
 
-def show_found(query: str, found: Found, by_person: bool, as_json: bool) -> None:
-    answers = identities.by_person(found.faces) if by_person else []
-    if not as_json:
-        output.print_query_warnings(query, found.faces)
-        if by_person:
-            output.print_by_person(query, answers, found.threshold)
-        else:
-            output.print_search(query, found.faces, found.threshold)
+def write_report(
+    path: Path, query: bytes, answer: dict[str, Any], settings: CoreSettings, quiet: bool
+) -> None:
+    """The HTML page of a search; sources that cannot be read here are shown as missing."""
+    sources = report.LocalSources(settings.limits, report.all_matches(answer))
+    report.write_page(path, report.search_page(query, answer, sources, settings.limits))
+    if not quiet:  # with --json, stderr stays as it was and stdout holds the JSON alone
+        click.echo(f"report written to {path}", err=True)
+
+
+def show_found(query: str, found: Found, by_person: bool, everyone: bool, as_json: bool) -> None:
+    if as_json:
+        output.emit_json(found_json(query, found, by_person, everyone))
         return
+    output.print_query_warnings(query, found.faces)
+    if by_person:
+        output.print_by_person(query, people_of(found, everyone), found)
+    else:
+        output.print_search(query, found)
+
+
+def people_of(found: Found, everyone: bool) -> list[identities.FacePeople]:
+    return identities.by_person(found.faces, found.decisions.match_threshold, everyone)
+
+
+def found_json(query: str, found: Found, by_person: bool, everyone: bool) -> dict[str, Any]:
+    """The answer as --json prints it, and as the HTML report shows it."""
     faces = (
-        [output.face_people_json(a) for a in answers]
+        [output.face_people_json(a) for a in people_of(found, everyone)]
         if by_person
         else [output.query_face_json(f) for f in found.faces]
     )
-    data = {"query": query, "model": found.model, "threshold": found.threshold, "faces": faces}
+    data = {
+        "query": query,
+        "model": found.model,
+        "threshold": found.threshold,
+        "decisions": found.decisions.as_json(),
+        "faces": faces,
+    }
     warnings = output.query_warnings_json(found.faces)
     if warnings:  # absent rather than empty, so the answer for a good query is unchanged
         data["warnings"] = warnings
-    output.emit_json(data)
+    return data
 
 
 @cli.command()

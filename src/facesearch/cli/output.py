@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from facesearch.calibration import Decisions
 from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
 from facesearch.records import Box, Match, Rejection, StoreStats
-from facesearch.searching import QueryFace
+from facesearch.searching import Found, QueryFace
 from facesearch.video import format_ms
 
 _VIDEO_FIELDS = ("video_id", "track_id", "t_start_ms", "t_end_ms", "best_ms")
@@ -71,11 +72,33 @@ def print_matches(matches: list[Match], indent: str = "  ", names_only: bool = F
         )
 
 
-def print_search(query: str, faces: list[QueryFace], threshold: float) -> None:
-    click.echo(
-        f"{query}: {len(faces)} face{'s' if len(faces) != 1 else ''} (threshold {threshold:.3f})"
+def decisions_text(decisions: Decisions) -> str:
+    """What the decisions stand for, in one line."""
+    faces = decisions.gallery_faces
+    return (
+        f"gallery of {faces:,} face{'s' if faces != 1 else ''}: match from "
+        f"{decisions.match_threshold:.3f} (FPIR {percent(decisions.match_fpir)}), possible from "
+        f"{decisions.possible_threshold:.3f} (FPIR {percent(decisions.possible_fpir)})"
     )
-    for face in faces:
+
+
+def percent(rate: float) -> str:
+    """A small rate as a percentage with two significant digits (0.0031%, 1.0%)."""
+    return f"{float(f'{rate * 100:.2g}'):g}%"
+
+
+def search_header(query: str, found: Found, suffix: str = "") -> None:
+    count = len(found.faces)
+    click.echo(
+        f"{query}: {count} face{'s' if count != 1 else ''} (threshold {found.threshold:.3f})"
+        f"{suffix}"
+    )
+    click.echo(decisions_text(found.decisions))
+
+
+def print_search(query: str, found: Found) -> None:
+    search_header(query, found)
+    for face in found.faces:
         click.echo(f"face {face.index + 1}: {box_text(face.box)}, detector {face.det_score:.2f}")
         print_matches(face.matches)
 
@@ -188,22 +211,22 @@ def face_people_json(answer: FacePeople) -> dict[str, Any]:
     }
 
 
-def print_by_person(query: str, answers: list[FacePeople], threshold: float) -> None:
-    count = len(answers)
-    click.echo(
-        f"{query}: {count} face{'s' if count != 1 else ''} (threshold {threshold:.3f}), by person"
-    )
+def print_by_person(query: str, answers: list[FacePeople], found: Found) -> None:
+    search_header(query, found, ", by person")
     for answer in answers:
         face = answer.face
         click.echo(f"face {face.index + 1}: {box_text(face.box)}, detector {face.det_score:.2f}")
         if not answer.people:
-            click.echo("  no labelled person at or above the threshold")
+            click.echo("  no labelled person at or above the match threshold")
         else:
-            click.echo(f"  {'score':>6}  {'seen':>4}  {'person':<16} {'best appearance':<24} where")
+            click.echo(
+                f"  {'score':>6}  {'decision':<8}  {'seen':>4}  {'person':<16} "
+                f"{'best appearance':<24} where"
+            )
         for p in answer.people:
             click.echo(
-                f"  {p.score:6.3f}  {p.appearances:4d}  {p.label:<16} {box_text(p.best.box):<24} "
-                f"{where(p.best)}{when(p.best)}"
+                f"  {p.score:6.3f}  {p.best.decision:<8}  {p.appearances:4d}  {p.label:<16} "
+                f"{box_text(p.best.box):<24} {where(p.best)}{when(p.best)}"
             )
         if answer.unlabelled:
             plural = "es" if answer.unlabelled != 1 else ""

@@ -10,12 +10,12 @@ import numpy as np
 
 from facesearch.cli import output
 from facesearch.cli.common import json_option
+from facesearch.drawing import draw_box
 from facesearch.errors import FaceSearchError
 from facesearch.records import Box
 from facesearch.video import parse_time, read_frame_at
 
 _WRITABLE = frozenset({".png", ".jpg", ".jpeg"})
-_BOX_COLOUR = (0, 255, 0)  # BGR green
 
 
 class TimeParam(click.ParamType[int]):
@@ -49,15 +49,6 @@ class BoxParam(click.ParamType[Box]):
         if x2 <= x1 or y2 <= y1:
             self.fail(f"{value!r}: x2 must exceed x1 and y2 exceed y1", param, ctx)
         return (x1, y1, x2, y2)
-
-
-def draw_box(bgr: np.ndarray, box: Box) -> np.ndarray:
-    """A copy of the frame with ``box`` outlined, a line thick enough to see on large frames."""
-    marked = bgr.copy()
-    thickness = max(2, round(max(bgr.shape[:2]) / 400))
-    x1, y1, x2, y2 = (round(v) for v in box)
-    cv2.rectangle(marked, (x1, y1), (x2, y2), _BOX_COLOUR, thickness)
-    return marked
 
 
 def default_output(video: Path, ms: int) -> Path:

@@ -2,10 +2,9 @@
 internal.proto), both ways: records to messages for the servers, messages to records for the
 clients (facesearch.rpc.client), one function per message, so every side converts alike."""
 
-from collections.abc import Mapping
 from dataclasses import asdict
 
-from facesearch.calibration import MATCH_FMR, POSSIBLE_FMR
+from facesearch.calibration import FMRS, Calibration, Decisions
 from facesearch.codec import events as event_codec
 from facesearch.codec.events import box_from_proto, box_to_proto, meta_from_proto, meta_to_proto
 from facesearch.errors import BadMessageError
@@ -100,12 +99,34 @@ def query_face_to_proto(answer: FacePeople) -> api_pb2.QueryFace:
     )
 
 
-def operating_points_to_proto(points: Mapping[float, float]) -> api_pb2.OperatingPoints:
-    """Thresholds by false-match rate (calibration.active_points), keyed "0.001" and so on."""
+def operating_points_to_proto(
+    calibration: Calibration, decisions: Decisions
+) -> api_pb2.OperatingPoints:
+    """Per-pair thresholds by false-match rate, keyed "0.001" and so on, and the decisions'."""
     return api_pb2.OperatingPoints(
-        thresholds={f"{fmr:g}": threshold for fmr, threshold in points.items()},
-        match_threshold=points[MATCH_FMR],
-        possible_threshold=points[POSSIBLE_FMR],
+        thresholds={f"{fmr:g}": calibration.tail.threshold(fmr) for fmr in FMRS},
+        match_threshold=decisions.match_threshold,
+        possible_threshold=decisions.possible_threshold,
+    )
+
+
+def decisions_to_proto(decisions: Decisions) -> api_pb2.Decisions:
+    return api_pb2.Decisions(
+        gallery_faces=decisions.gallery_faces,
+        match_threshold=decisions.match_threshold,
+        possible_threshold=decisions.possible_threshold,
+        match_fpir=decisions.match_fpir,
+        possible_fpir=decisions.possible_fpir,
+    )
+
+
+def decisions_from_proto(decisions: api_pb2.Decisions) -> Decisions:
+    return Decisions(
+        decisions.gallery_faces,
+        decisions.match_threshold,
+        decisions.possible_threshold,
+        decisions.match_fpir,
+        decisions.possible_fpir,
     )
 
 

@@ -140,7 +140,7 @@ class GatewayClient:
         )
 
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
-        """``threshold`` None leaves it to the gateway (its calibrated same-person one)."""
+        """``threshold`` None leaves it to the gateway (the possible threshold of the gallery)."""
         request = api_pb2.SearchRequest(
             image=data,
             top_k=top_k,
@@ -149,7 +149,8 @@ class GatewayClient:
         )
         got = self._call(lambda: self._stub.Search(request, timeout=self.timeout_s))
         faces = [api_codec.query_face_from_proto(f) for f in got.faces]
-        return Found(faces, got.model, _float32(got.threshold))
+        decisions = api_codec.decisions_from_proto(got.decisions)
+        return Found(faces, got.model, _float32(got.threshold), decisions)
 
     def compare(self, a: bytes, b: bytes, threshold: float | None = None) -> Comparison:
         request = api_pb2.CompareRequest(image_a=a, image_b=b, threshold=threshold)

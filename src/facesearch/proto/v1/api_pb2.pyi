@@ -38,8 +38,10 @@ class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.Val
     DECISION_MATCH: _Decision.ValueType  # 3
 
 class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper):
-    """What a score means (calibration.decide): MATCH at or above the threshold calibrated for a
-    false-match rate of 1e-4, POSSIBLE at or above the one for 1e-3, else NO_MATCH.
+    """What a score means for the gallery it was found in (calibration.Decisions): MATCH at or above
+    the threshold at which at most 1% of searches for someone not in the gallery return a match
+    (FPIR 1%, for the number of faces searched), POSSIBLE at or above the FPIR 10% one, else
+    NO_MATCH. Neither is ever below the per-pair false-match-rate 1e-4 / 1e-3 points.
     """
 
 DECISION_UNSPECIFIED: Decision.ValueType  # 0
@@ -321,7 +323,7 @@ class Match(_message.Message):
     det_score: _builtins.float
     """detector confidence of the matched face"""
     decision: Global___Decision.ValueType
-    """what the score means at the gateway's calibrated operating points"""
+    """what the score means for the gallery searched (SearchResponse.decisions)"""
     @_builtins.property
     def box(self) -> Global___Box:
         """where the face is in the matched image"""
@@ -620,8 +622,8 @@ class SearchRequest(_message.Message):
     top_k: _builtins.int
     """matches per query face; 0 means 10"""
     threshold: _builtins.float
-    """Lowest score to report. Unset means the calibrated same-person threshold; -1 lists the
-    nearest faces whatever their score.
+    """Lowest score to report. Unset means the POSSIBLE threshold of the gallery searched
+    (SearchResponse.decisions); -1 lists the nearest faces whatever their score.
     """
     @_builtins.property
     def filters(self) -> Global___Filters: ...
@@ -717,6 +719,7 @@ class SearchResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     OPERATING_POINTS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """id of the embedding model that produced the scores"""
     threshold: _builtins.float
@@ -729,6 +732,10 @@ class SearchResponse(_message.Message):
     def operating_points(self) -> Global___OperatingPoints:
         """what decided each Match.decision"""
 
+    @_builtins.property
+    def decisions(self) -> Global___Decisions:
+        """the gallery searched, and the FPIR each decision stands for"""
+
     def __init__(
         self,
         *,
@@ -736,10 +743,11 @@ class SearchResponse(_message.Message):
         model: _builtins.str = ...,
         threshold: _builtins.float = ...,
         operating_points: Global___OperatingPoints | None = ...,
+        decisions: Global___Decisions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["operating_points", b"operating_points"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "operating_points", b"operating_points"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["faces", b"faces", "model", b"model", "operating_points", b"operating_points", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "faces", b"faces", "model", b"model", "operating_points", b"operating_points", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,8 +755,8 @@ Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
 
 @_typing.final
 class OperatingPoints(_message.Message):
-    """The gateway's calibrated thresholds (calibration.active_points): false-match rate -> lowest
-    score at that rate.
+    """The gateway's calibrated thresholds for this search: per-pair false-match rate -> lowest score
+    at that rate (calibration.ImpostorTail), and the decisions' thresholds.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -798,6 +806,43 @@ class OperatingPoints(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OperatingPoints: _TypeAlias = OperatingPoints  # noqa: Y015
+
+@_typing.final
+class Decisions(_message.Message):
+    """The decisions of one search (calibration.Decisions): taken for the number of faces the
+    filters left, with the false-positive identification rate each threshold stands for there
+    (the share of searches for someone not in the gallery that reach it; below the calibration's
+    target, 1% and 10% by default, where a per-pair floor holds).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_FACES_FIELD_NUMBER: _builtins.int
+    MATCH_THRESHOLD_FIELD_NUMBER: _builtins.int
+    POSSIBLE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    MATCH_FPIR_FIELD_NUMBER: _builtins.int
+    POSSIBLE_FPIR_FIELD_NUMBER: _builtins.int
+    gallery_faces: _builtins.int
+    match_threshold: _builtins.float
+    possible_threshold: _builtins.float
+    match_fpir: _builtins.float
+    possible_fpir: _builtins.float
+    def __init__(
+        self,
+        *,
+        gallery_faces: _builtins.int = ...,
+        match_threshold: _builtins.float = ...,
+        possible_threshold: _builtins.float = ...,
+        match_fpir: _builtins.float = ...,
+        possible_fpir: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery_faces", b"gallery_faces", "match_fpir", b"match_fpir", "match_threshold", b"match_threshold", "possible_fpir", b"possible_fpir", "possible_threshold", b"possible_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Decisions: _TypeAlias = Decisions  # noqa: Y015
 
 @_typing.final
 class CompareRequest(_message.Message):

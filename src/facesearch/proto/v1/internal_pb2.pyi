@@ -218,8 +218,11 @@ class SearchVectorsResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    GALLERY_FACES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """id of the model of the index"""
+    gallery_faces: _builtins.int
+    """faces the filters leave: the gallery the decisions are taken for"""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___VectorMatches]:
         """one per query vector, in order"""
@@ -229,10 +232,11 @@ class SearchVectorsResponse(_message.Message):
         *,
         results: _abc.Iterable[Global___VectorMatches] | None = ...,
         model: _builtins.str = ...,
+        gallery_faces: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery_faces", b"gallery_faces", "model", b"model", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

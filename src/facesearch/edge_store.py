@@ -73,6 +73,7 @@ from facesearch.store import (
     IMAGES_COLLECTION,
     MAX_FACES_LISTED,
     ImageItem,
+    count_exactly,
     faces_collection_name,
     paged,
     staged_from_payload,
@@ -444,8 +445,9 @@ class EdgeFaceStore:
     def count_faces(self, filters: Filters) -> int:
         """The faces a query with these filters compares with: the gallery its decisions are
         calibrated for."""
-        condition = _match_all(filter_pairs(filters))
-        return int(self._faces.count(qe.CountRequest(exact=True, filter=condition)))
+        pairs = filter_pairs(filters)
+        request = qe.CountRequest(exact=count_exactly(pairs), filter=_match_all(pairs))
+        return int(self._faces.count(request))
 
     @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:

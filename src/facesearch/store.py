@@ -404,8 +404,11 @@ class QdrantFaceStore:
     @_locked
     def count_faces(self, filters: Filters) -> int:
         """The faces a query with these filters compares with: the gallery its decisions are
-        calibrated for."""
-        return self.client.count(self.collection, count_filter=_filter(filters), exact=True).count
+        calibrated for (``count_exactly`` says how it is counted)."""
+        pairs = filter_pairs(filters)
+        condition = _match_all(pairs)
+        exact = count_exactly(pairs)
+        return self.client.count(self.collection, count_filter=condition, exact=exact).count
 
     @_locked
     def delete(self, selector: Selector) -> tuple[int, int]:
@@ -475,6 +478,15 @@ class QdrantFaceStore:
     def _count(self, collection: str, conditions: list[models.Condition]) -> int:
         condition = models.Filter(must=conditions) if conditions else None
         return self.client.count(collection, count_filter=condition, exact=True).count
+
+
+def count_exactly(pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether a gallery is counted point by point: only for a filter of several conditions,
+    whose size Qdrant's estimate can miss by far (it multiplies the conditions' shares). All
+    faces, or one payload condition, are counted from the index (0.02 ms for 20,000 faces in
+    Edge, against 1.5 ms point by point, a cost that grows with the gallery), which can still
+    count faces deleted since the last optimisation: a gallery size, not an inventory."""
+    return len(pairs) > 1
 
 
 def _fast_local_commits(client: QdrantClient) -> None:

@@ -4,6 +4,7 @@ the answer states that gallery and the FPIRs, a face the detector rejected carri
 warning, and each face its people; a bad calibration file stops the gateway's start as a bad
 setting does (status 2)."""
 
+import json
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any, cast
@@ -119,11 +120,26 @@ def test_by_default_search_shows_what_the_gallery_calls_possible() -> None:
     assert scores == [[0.875, 0.3125], [0.3125]]  # 0.25 is below 0.291
 
 
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("{not json", "not JSON"),
+        (
+            json.dumps({**CALIBRATION.as_json(), "model": "w600k_r50-0123abcd"}),
+            "made for model 'w600k_r50-0123abcd', not this one ('w600k_mbf-",
+        ),
+    ],
+    ids=["not-json", "another-model"],
+)
 def test_a_bad_calibration_file_stops_the_gateway_with_status_2(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    why: str,
 ) -> None:
     bad = tmp_path / "calibration.json"
-    bad.write_text("{not json")
+    bad.write_text(content)
     for name, value in {**GATEWAY, "FACESEARCH_CALIBRATION": str(bad)}.items():
         monkeypatch.setenv(name, value)
 
@@ -131,4 +147,4 @@ def test_a_bad_calibration_file_stops_the_gateway_with_status_2(
         gateway_main.main()
 
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.startswith(f"error: FACESEARCH_CALIBRATION={bad}: not JSON")
+    assert capsys.readouterr().err.startswith(f"error: FACESEARCH_CALIBRATION={bad}: {why}")

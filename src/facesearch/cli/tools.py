@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facesearch import report
-from facesearch.calibration import LFW_THRESHOLD, calibration_for, similarity_to_distance
+from facesearch.calibration import calibration_for, similarity_to_distance
 from facesearch.cli import output
 from facesearch.cli.common import (
     EXIT_PARTIAL,
@@ -33,9 +33,9 @@ from facesearch.evaluation import FAR, LfwReport, evaluate_lfw
 from facesearch.indexing import collect_inputs
 from facesearch.lfw import Pair, best_threshold, kfold_accuracy, read_pairs, tar_at_far
 from facesearch.models import FaceModels, bundled_model_dir
-from facesearch.records import Box, Filters, Match
+from facesearch.records import Box, Filters
 from facesearch.rpc.client import GatewayClient
-from facesearch.searching import query_faces
+from facesearch.searching import Found, query_faces
 from facesearch.settings import CoreSettings
 
 H = TypeVar("H")
@@ -415,11 +415,12 @@ def demo(settings: CoreSettings, data_dir: Path | None, gateway: str | None) -> 
         click.echo(f"  {summary.images} images, {stored} faces in the index")
         top_k = min(max(1, stored), 1000)
         filters = Filters(collection=collection if gateway else "")
-        faces = work.search(query.read_bytes(), top_k, -1.0, filters).faces
-    print_demo(query, faces[0].matches, len(faces))
+        found = work.search(query.read_bytes(), top_k, -1.0, filters)
+    print_demo(query, found)
 
 
-def print_demo(query: Path, matches: list[Match], faces: int) -> None:
+def print_demo(query: Path, found: Found) -> None:
+    matches, faces = found.faces[0].matches, len(found.faces)
     if not matches:
         raise FaceSearchError("the demo index is empty: indexing the sample photos found no face")
     best, rest = matches[0], matches[1:]
@@ -433,6 +434,7 @@ def print_demo(query: Path, matches: list[Match], faces: int) -> None:
     output.print_matches(rest[:5], names_only=True)
     if rest:
         click.echo(
-            f"the other {len(rest)} faces score at most {rest[0].score:.3f}; "
-            f"same person is called from {LFW_THRESHOLD:.3f} (calibrated on LFW)"
+            f"the other {len(rest)} faces score at most {rest[0].score:.3f}; in a gallery of "
+            f'{found.decisions.gallery_faces} faces "match" starts at '
+            f"{found.decisions.match_threshold:.3f}"
         )

@@ -137,7 +137,7 @@ def print_identification(embedded: Embedded, searches: Searches) -> None:
 def print_operating_points(embedded: Embedded, searches: Searches) -> None:
     genuine, impostor = pair_scores(embedded.vectors, embedded.labels)
     print(
-        f"\nOPERATING_POINTS on the same data ({len(genuine):,} genuine, "
+        f"\nthe bundled model's per-pair points on the same data ({len(genuine):,} genuine, "
         f"{len(impostor):,} impostor pairs; optimistic: calibrated on these pairs)"
     )
     print(

@@ -17,7 +17,7 @@ from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.records import Filters
 from facesearch.rpc.edge import error_from_rpc
 from facesearch.rpc.settings import GatewaySettings
-from facesearch.searching import Queried, SeenFace
+from facesearch.searching import Found, Queried, SeenFace
 
 from .failures import RecentIds
 
@@ -35,7 +35,7 @@ class Backends:
     failures: RecentIds  # image id -> why the pipeline dropped it
     queued: RecentIds  # image id -> when it was queued here
     record_queued: Callable[[str], None]  # metrics: one image queued ("queued") or refused
-    record_matches: Callable[[int], None]  # metrics: matches answered for one query face
+    record_search: Callable[[Found], None]  # metrics: one Search's answer
 
 
 @dataclass

@@ -15,6 +15,7 @@ from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc.edge import message_options
 from facesearch.rpc.settings import GatewaySettings
 from facesearch.runtime.service import ServiceRuntime, run_service
+from facesearch.searching import Found
 from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
 
 from .backends import Backends
@@ -72,8 +73,18 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
         failures=failures,
         queued=RecentIds(REMEMBERED_IMAGES),
         record_queued=record,
-        record_matches=work.search_matches.observe,
+        record_search=lambda found: record_search(work, found),
     )
+
+
+def record_search(work: WorkMetrics, found: Found) -> None:
+    """A Search's answer in the metrics: the gallery, and per query face its matches and
+    their decisions."""
+    work.search_gallery_faces.observe(found.decisions.gallery_faces)
+    for face in found.faces:
+        work.search_matches.observe(len(face.matches))
+        for match in face.matches:
+            work.search_decisions.labels(match.decision).inc()
 
 
 def grpc_target(addresses: str) -> str:

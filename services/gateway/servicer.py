@@ -164,8 +164,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         found = search_image(
             calls, request.image, request.top_k or 10, threshold, filters, self.calibration
         )
-        for face in found.faces:
-            calls.backends.record_matches(len(face.matches))
+        calls.backends.record_search(found)
         people = by_person(found.faces, found.decisions.match_threshold, everyone=True)
         return api_pb2.SearchResponse(
             faces=[api_codec.query_face_to_proto(answer) for answer in people],

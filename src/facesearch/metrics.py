@@ -156,6 +156,20 @@ class WorkMetrics:
             buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=registry,
         )
+        self.search_decisions = Counter(
+            "facesearch_search_decisions_total",
+            "Matches a Search call answered, by the decision taken for the gallery searched "
+            "(match, possible, no_match), observed by the gateway.",
+            ["decision"],
+            registry=registry,
+        )
+        self.search_gallery_faces = Histogram(
+            "facesearch_search_gallery_faces",
+            "Faces one Search call compared its query with: the gallery its decisions were "
+            "calibrated for, observed by the gateway.",
+            buckets=(10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            registry=registry,
+        )
 
 
 def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:

@@ -59,7 +59,8 @@ def index_and_search(
 def assert_counted(components: dict[str, Any], sent: int, metric: Callable[..., float]) -> None:
     """Every stage consumed and produced exactly what the one before it sent (none was
     dead-lettered), each
-    image's indexing latency was observed, and the one Search's matches were counted."""
+    image's indexing latency was observed, and the one Search's matches, their decisions and
+    its gallery were counted."""
     ports = {name: c["metrics_port"] for name, c in components.items()}
     images, faces, embeddings = (f"facesearch.{t}.v1" for t in ("images", "faces", "embeddings"))
     consumed, produced = "facesearch_messages_consumed_total", "facesearch_messages_produced_total"
@@ -74,6 +75,10 @@ def assert_counted(components: dict[str, Any], sent: int, metric: Callable[..., 
     assert metric(ports["search"], "facesearch_indexing_latency_seconds_count") == sent
     assert metric(ports["gateway"], "facesearch_search_matches_count") == 1  # yaoming's one face
     assert metric(ports["gateway"], "facesearch_search_matches_sum") >= 1
+    # Yao Ming found as a "match" in the gallery that Search counted (a few dozen faces).
+    assert metric(ports["gateway"], "facesearch_search_decisions_total", decision="match") >= 1
+    assert metric(ports["gateway"], "facesearch_search_gallery_faces_count") == 1
+    assert metric(ports["gateway"], "facesearch_search_gallery_faces_sum") >= 1
 
 
 def test_up_index_search_status_down(

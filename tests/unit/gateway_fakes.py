@@ -35,7 +35,7 @@ def fake_backends(
         failures=RecentIds(10),
         queued=RecentIds(10),
         record_queued=record_queued or (lambda outcome: None),
-        record_matches=lambda count: None,
+        record_search=lambda found: None,
     )
 
 

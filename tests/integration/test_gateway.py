@@ -16,6 +16,7 @@ import pytest
 from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image, ImageFilter
+from report_pages import Page, decoded, expected_cards, shown_cards
 
 from facesearch.calibration import LFW
 from facesearch.codec import api as api_codec
@@ -224,3 +225,50 @@ def test_search_answers_decisions_people_and_warnings_and_the_cli_shows_them(
         given for given, _ in decisions
     ]
     assert [(w["face"], w["reason"]) for w in printed["warnings"]] == [(blurred.index, "blurred")]
+
+
+def test_decisions_follow_the_collection_searched_and_the_report_shows_the_answer(
+    gateway_target: str,
+    gateway: api_pb2_grpc.FaceSearchStub,
+    demo: dict[str, Path],
+    run_cli: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    # Collections of their own (the gateway's index holds other tests' faces): 22 + 5 and 6.
+    big, small = "decisions-big", "decisions-small"
+    requests = [
+        api_pb2.IndexRequest(data=demo[n].read_bytes(), path=str(demo[n]), collection=c)
+        for n, c in (("players", big), ("gdp", big), ("t1", small))
+    ]
+    for result in index(gateway, *requests):
+        assert settled(gateway, result.image_id).status == api_pb2.IMAGE_STATUS_INDEXED
+    query = demo["yaoming"].read_bytes()
+
+    def searched(collection: str) -> api_pb2.SearchResponse:
+        filters = api_pb2.Filters(collection=collection)
+        found: api_pb2.SearchResponse = gateway.Search(
+            api_pb2.SearchRequest(image=query, top_k=50, threshold=-1, filters=filters)
+        )
+        return found
+
+    in_big, in_small, everywhere = searched(big), searched(small), searched("")
+
+    assert (in_big.decisions.gallery_faces, in_small.decisions.gallery_faces) == (27, 6)
+    assert everywhere.decisions.gallery_faces >= 33
+    for found in (in_big, in_small, everywhere):
+        expected = LFW.decisions(found.decisions.gallery_faces)
+        assert found.decisions.match_threshold == pytest.approx(expected.match_threshold)
+        assert found.decisions.match_fpir == pytest.approx(expected.match_fpir, rel=1e-6)
+    assert in_small.decisions.match_fpir < in_big.decisions.match_fpir  # fewer chances to err
+    (yao,) = in_big.faces
+    assert yao.matches[0].decision == api_pb2.DECISION_MATCH
+
+    page = tmp_path / "report.html"
+    args = ("search", demo["yaoming"], "--gateway", gateway_target, "--collection", big)
+    answer = json.loads(run_cli(*args, "--json", "--html", page).stdout)
+    shown = Page(page.read_text())
+    assert answer["decisions"]["gallery_faces"] == 27
+    assert shown_cards(shown) == expected_cards(answer) and shown.cards
+    for card in shown.cards:  # the gateway recorded local paths: the pictures are there
+        assert {image["class"] for image in card.images} == {"crop", "source"}
+        assert all(decoded(image["src"]).size for image in card.images)

@@ -22,10 +22,11 @@ from facesearch.cli.common import (
     run_index,
     wait_timeout_option,
 )
+from facesearch.cli.compare import compare
 from facesearch.cli.group import ReportingGroup
 from facesearch.cli.migrate import migrate
 from facesearch.cli.stack import stack
-from facesearch.cli.tools import compare, demo, demo_photos, eval_group
+from facesearch.cli.tools import demo, demo_photos, eval_group
 from facesearch.cli.video import show_frame
 from facesearch.errors import FaceSearchError, NoFaceError, StoreError
 from facesearch.ids import image_id, looks_like_image_id

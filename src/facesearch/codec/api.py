@@ -2,7 +2,7 @@
 internal.proto), both ways: records to messages for the servers, messages to records for the
 clients (facesearch.rpc.client), one function per message, so every side converts alike."""
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from facesearch.calibration import FMRS, Calibration, Decisions
 from facesearch.codec import events as event_codec
@@ -111,23 +111,11 @@ def operating_points_to_proto(
 
 
 def decisions_to_proto(decisions: Decisions) -> api_pb2.Decisions:
-    return api_pb2.Decisions(
-        gallery_faces=decisions.gallery_faces,
-        match_threshold=decisions.match_threshold,
-        possible_threshold=decisions.possible_threshold,
-        match_fpir=decisions.match_fpir,
-        possible_fpir=decisions.possible_fpir,
-    )
+    return api_pb2.Decisions(**asdict(decisions))  # the same fields, by name
 
 
 def decisions_from_proto(decisions: api_pb2.Decisions) -> Decisions:
-    return Decisions(
-        decisions.gallery_faces,
-        decisions.match_threshold,
-        decisions.possible_threshold,
-        decisions.match_fpir,
-        decisions.possible_fpir,
-    )
+    return Decisions(*(getattr(decisions, field.name) for field in fields(Decisions)))
 
 
 def face_to_proto(face: FaceRecord) -> api_pb2.Face:

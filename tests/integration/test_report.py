@@ -3,7 +3,8 @@
 and the cards it shows are checked one for one against ``search --json``'s answer: the same
 face, rank, image, score, decision and label, each with its pictures as data: URIs that
 decode, the query image above them; a video match with its times and frame; a source moved
-away since it was indexed as a card that says "image not available"."""
+away since it was indexed as a card that says "image not available"; and ``compare --html``'s
+names against the lines compare printed."""
 
 import hashlib
 import shutil
@@ -63,9 +64,8 @@ class Browser:
 def chromium() -> str:
     command = shutil.which("chromium")
     if command is None:
-        pytest.skip(
-            "chromium is not on PATH: scripts/setup-dev installs it (scripts/install-chromium)"
-        )
+        # Fail, as test_prometheus.py does: a skip would let CI pass without a browser.
+        pytest.fail("chromium is missing: run scripts/setup-dev (it installs Debian's)")
     return command
 
 

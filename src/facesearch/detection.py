@@ -54,7 +54,12 @@ def prepare_input(bgr: np.ndarray, max_side: int) -> DetectorInput:
     tensor_w, tensor_h = detector_input_size(height, width, max_side)
     scale = min(1.0, tensor_w / width, tensor_h / height)
     if scale < 1.0:
-        size = (min(tensor_w, round(width * scale)), min(tensor_h, round(height * scale)))
+        # At least a pixel a side: a 1 x 5000 strip scaled to the tensor would round to 0
+        # (cv2.resize then raised, and a fuzzed image like it stopped the detector service).
+        size = (
+            max(1, min(tensor_w, round(width * scale))),
+            max(1, min(tensor_h, round(height * scale))),
+        )
         bgr = cv2.resize(bgr, size)
     canvas = np.zeros((tensor_h, tensor_w, 3), dtype=np.uint8)
     canvas[: bgr.shape[0], : bgr.shape[1]] = bgr

@@ -37,6 +37,17 @@ def test_a_large_image_is_scaled_down_to_fit() -> None:
     assert prepared.scale == pytest.approx(640 / 1237)
 
 
+@pytest.mark.parametrize("shape", [(1, 5000, 3), (5000, 1, 3), (2, 40_000, 3)])
+def test_a_strip_too_thin_to_scale_is_kept_a_pixel_wide(shape: tuple[int, int, int]) -> None:
+    # Found by test_fuzz_gateway: the strip's short side rounded to 0 and cv2.resize raised,
+    # which stopped the detector service.
+    prepared = prepare_input(np.full(shape, 255, dtype=np.uint8), 640)
+
+    assert prepared.scale < 1.0
+    assert max(prepared.blob.shape[2:]) == 640
+    assert np.any(prepared.blob[0, 0] > 0)  # the strip is there, a pixel wide
+
+
 def test_non_max_suppression_keeps_the_best_of_overlapping_boxes() -> None:
     boxes = np.array(
         [

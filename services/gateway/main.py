@@ -7,8 +7,9 @@ from contextlib import ExitStack
 import grpc
 from kafka import KafkaProducer
 
+from facesearch.access import KeyTable
 from facesearch.calibration import calibration_for
-from facesearch.metrics import StreamMetrics, WorkMetrics
+from facesearch.metrics import AccessMetrics, StreamMetrics, WorkMetrics
 from facesearch.models import file_model_id, locate_models
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
@@ -18,6 +19,7 @@ from facesearch.runtime.service import ServiceRuntime, run_service
 from facesearch.searching import Found
 from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
 
+from .access import Gate
 from .backends import Backends
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, GatewayServicer
@@ -94,6 +96,20 @@ def grpc_target(addresses: str) -> str:
     return parts[0] if len(parts) == 1 else "ipv4:" + ",".join(parts)
 
 
+def open_gate(settings: GatewaySettings) -> Gate:
+    """The key checks: the keys file read now (a malformed one stops the start), or none."""
+    metrics = AccessMetrics()
+    if settings.keys_file is None:
+        logger.warning("FACESEARCH_GATEWAY_AUTH=off: every caller may call every method")
+        return Gate(None, metrics)
+    table = KeyTable(settings.keys_file, metrics.key_reload_failures.inc)
+    live = [k for k in table.keys().values() if not k.revoked]
+    logger.info("API keys from %s: %d in force", settings.keys_file, len(live))
+    if not live:
+        logger.warning("no API key in force yet: every call is refused until one is made there")
+    return Gate(table, metrics)
+
+
 def serve() -> int:
     settings = GatewaySettings.from_env()
     # Read once, here: a bad FACESEARCH_CALIBRATION file, or one made for another model than
@@ -102,8 +118,14 @@ def serve() -> int:
     model = None if path is None else file_model_id(locate_models(settings.core.models).recognizer)
     calibration = calibration_for(path, model)
     logger.info("decisions from %s (model %s)", calibration.source, calibration.model)
-    runtime = ServiceRuntime(settings.server, [SERVICE_NAME], reflection=True)
-    servicer = GatewayServicer(settings, calibration)
+    gate = open_gate(settings)
+    runtime = ServiceRuntime(
+        settings.server,
+        [SERVICE_NAME],
+        reflection=True,
+        interceptors=[gate.interceptor(SERVICE_NAME)],
+    )
+    servicer = GatewayServicer(settings, calibration, gate)
     api_pb2_grpc.add_FaceSearchServicer_to_server(servicer, runtime.server)
     runtime.start()
     with ExitStack() as stack:

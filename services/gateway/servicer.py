@@ -18,6 +18,7 @@ from facesearch.errors import (
     FaceSearchError,
     ImageTooLargeError,
     NotFoundError,
+    RefusedError,
     TransientError,
 )
 from facesearch.identities import by_person
@@ -26,6 +27,7 @@ from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.rpc.settings import GatewaySettings
 from facesearch.searching import search_image
 
+from .access import Gate
 from .backends import Backends, InternalCalls
 from .submissions import inline_id, uri_id
 
@@ -36,10 +38,12 @@ R = TypeVar("R")
 
 
 class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
-    def __init__(self, settings: GatewaySettings, calibration: Calibration) -> None:
-        """``calibration``: what every match's decision is taken from."""
+    def __init__(self, settings: GatewaySettings, calibration: Calibration, gate: Gate) -> None:
+        """``calibration``: what every match's decision is taken from; ``gate``: the checks
+        of the caller's key that need the request (collections)."""
         self.settings = settings
         self.calibration = calibration
+        self.gate = gate
         self.backends: Pending[Backends] = Pending()
 
     @translate_errors
@@ -49,33 +53,49 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         backends = self.backends.get()
         results: list[api_pb2.IndexResult] = []
         sent: list[tuple[int, str, Any]] = []  # (result index, image id, send future)
-        for request in request_iterator:
-            if len(results) == self.settings.max_images_per_call:
-                self._acknowledged(backends, sent, results)
-                backends.record_queued("refused")
-                raise _too_many(self.settings.max_images_per_call)
-            try:
-                event = self._image_event(request)
-            except FaceSearchError as exc:
-                backends.record_queued("refused")
-                results.append(api_pb2.IndexResult(error=f"{exc.code}: {exc}"))
-                continue
-            try:
-                future = backends.producer.send(
-                    self.settings.kafka.images_topic,
-                    key=event.image_id.encode(),
-                    value=event.SerializeToString(),
-                )
-            except KafkaError as exc:  # no metadata in time, buffer full, message too large
-                backends.record_queued("refused")
-                if exc.retriable:  # the broker is down: see _acknowledged
-                    raise _broker_down(exc) from exc
-                results.append(_not_taken(exc))
-                continue
-            sent.append((len(results), event.image_id, future))
-            results.append(api_pb2.IndexResult(image_id=event.image_id))
+        try:
+            for request in request_iterator:  # each checks the caller's key first (Gate)
+                self._admit(request, len(results))
+                result, future = self._send(backends, request)
+                if future is not None:
+                    sent.append((len(results), result.image_id, future))
+                results.append(result)
+        except (RefusedError, ImageTooLargeError):
+            # The images before were taken: they are waited for, then the call is refused.
+            self._acknowledged(backends, sent, results)
+            backends.record_queued("refused")
+            raise
         self._acknowledged(backends, sent, results)
         return api_pb2.IndexImagesResponse(results=results)
+
+    def _admit(self, request: api_pb2.IndexRequest, taken: int) -> None:
+        """Refuse the rest of the call: one image too many, or a collection the key does not
+        cover."""
+        if taken == self.settings.max_images_per_call:
+            raise _too_many(self.settings.max_images_per_call)
+        self.gate.check_collection(request.collection or "default", "IndexImages")
+
+    def _send(
+        self, backends: Backends, request: api_pb2.IndexRequest
+    ) -> tuple[api_pb2.IndexResult, Any]:
+        """Queue one image: its result and the send's future (None when it was refused)."""
+        try:
+            event = self._image_event(request)
+        except FaceSearchError as exc:
+            backends.record_queued("refused")
+            return api_pb2.IndexResult(error=f"{exc.code}: {exc}"), None
+        try:
+            future = backends.producer.send(
+                self.settings.kafka.images_topic,
+                key=event.image_id.encode(),
+                value=event.SerializeToString(),
+            )
+        except KafkaError as exc:  # no metadata in time, buffer full, message too large
+            backends.record_queued("refused")
+            if exc.retriable:  # the broker is down: see _acknowledged
+                raise _broker_down(exc) from exc
+            return _not_taken(exc), None
+        return api_pb2.IndexResult(image_id=event.image_id), future
 
     def _image_event(self, request: api_pb2.IndexRequest) -> events_pb2.ImageEvent:
         """The ImageEvent for one request (an image or a video), or the reason it is refused
@@ -139,9 +159,12 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         image = request.image_id.lower()
         lookup = api_pb2.GetImageRequest(image_id=image)  # the ids queued here are lower case
         try:
-            return calls.call(calls.backends.search.GetImage, lookup, "search")
+            found = calls.call(calls.backends.search.GetImage, lookup, "search")
         except NotFoundError:
             pass
+        else:
+            self.gate.check_collection(found.image.meta.collection or "default", "GetImage")
+            return found
         backends = calls.backends
         reason = backends.failures.get(image)
         if reason is not None:
@@ -159,6 +182,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         if not 0 <= request.top_k <= MAX_TOP_K:
             raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
         threshold = _threshold(request) if request.HasField("threshold") else None
+        self.gate.check_collection(request.filters.collection, "Search")
         calls = self._internal(context)
         filters = api_codec.filters_from_proto(request.filters)
         found = search_image(
@@ -208,6 +232,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     def Delete(
         self, request: api_pb2.DeleteRequest, context: grpc.ServicerContext
     ) -> api_pb2.DeleteResponse:
+        # A delete by label or source reaches every collection: a key limited to some may not.
+        self.gate.check_collection("", "Delete")
         calls = self._internal(context)
         return calls.call(calls.backends.search.Delete, request, "search")
 

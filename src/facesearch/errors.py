@@ -81,6 +81,27 @@ class DeadlineError(FaceSearchError):
     code = "deadline"
 
 
+class RefusedError(FaceSearchError):
+    """A call refused for who makes it, whatever it asks; ``reason`` is the short name the
+    refusal is counted and audited under (no_key, revoked_key, scope, ...)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UnauthenticatedError(RefusedError):
+    """No API key, or one that is malformed, unknown or revoked (gRPC UNAUTHENTICATED)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(RefusedError):
+    """A valid API key without the scope or the collection a call needs (PERMISSION_DENIED)."""
+
+    code = "permission_denied"
+
+
 class TransientError(FaceSearchError):
     """A temporary fault (a dependency down, a timeout): the same call or message may succeed
     later. The Kafka loop retries it and then pauses; the gRPC edge answers UNAVAILABLE."""

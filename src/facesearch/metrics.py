@@ -105,6 +105,25 @@ class RpcMetrics:
         )
 
 
+class AccessMetrics:
+    """The gateway's API keys: calls refused, by method and reason."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.refused = Counter(
+            "facesearch_gateway_refused_total",
+            "Calls the gateway refused for their key, by method and reason (no_key, "
+            "malformed_key, unknown_key, revoked_key, scope, collection).",
+            ["method", "reason"],
+            registry=registry,
+        )
+        self.key_reload_failures = Counter(
+            "facesearch_gateway_key_reload_failures_total",
+            "Times the keys file changed into something unreadable (the keys read before "
+            "stay in force).",
+            registry=registry,
+        )
+
+
 class WorkMetrics:
     """What the pipeline's stages do with what they consume."""
 

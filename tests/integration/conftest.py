@@ -26,14 +26,17 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from PIL import Image
 
+from facesearch.access import KeyFile
 from facesearch.cli.main import demo_photos
 from facesearch.devstack.broker import Broker, free_port, jars_ready
+from facesearch.devstack.keys import keys_path
 from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
 from facesearch.devstack.stack import SERVICES
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.proto.v1 import api_pb2_grpc
+from facesearch.rpc.client import with_api_key
 from facesearch.settings import CoreSettings
 
 CLI_TIMEOUT_S = 180
@@ -132,13 +135,21 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_cli(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run the ``facesearch`` console script with ARGS, FACESEARCH_HOME set to ``home`` and no
-    other FACESEARCH_* or QDRANT_* variable; ``stdin`` is bytes fed to standard input."""
+def admin_key(home: Path) -> str:
+    """An admin API key in ``home``'s keys file (the one this test's gateway reads)."""
+    return KeyFile(keys_path(home)).create("test admin", ["admin"], [])[1]
+
+
+@pytest.fixture
+def run_cli(home: Path, admin_key: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the ``facesearch`` console script with ARGS, FACESEARCH_HOME set to ``home``,
+    FACESEARCH_API_KEY to ``admin_key`` (for --gateway) and no other FACESEARCH_* or QDRANT_*
+    variable; ``stdin`` is bytes fed to standard input."""
 
     def run(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
         env["FACESEARCH_HOME"] = str(home)
+        env["FACESEARCH_API_KEY"] = admin_key
         done = subprocess.run(
             [str(FACESEARCH), *(str(a) for a in args)],
             input=stdin,
@@ -327,10 +338,10 @@ class ServiceProcess:
 
 
 @pytest.fixture
-def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
+def service_env(kafka: KafkaTool, home: Path, admin_key: str) -> dict[str, str]:
     """The environment of this test's services: the session's broker, this test's own topics
-    and consumer groups, its own index folder, and a folder they may read images by URI from
-    (``FACESEARCH_URI_ROOTS``, beside ``home``)."""
+    and consumer groups, its own index folder, a folder they may read images by URI from
+    (``FACESEARCH_URI_ROOTS``, beside ``home``), and the keys file holding ``admin_key``."""
     base = f"t{uuid.uuid4().hex[:10]}"
     by_reference = home.parent / "by-reference"
     by_reference.mkdir(exist_ok=True)
@@ -343,6 +354,7 @@ def service_env(kafka: KafkaTool, home: Path) -> dict[str, str]:
             "FACESEARCH_TOPIC_FACES": f"{base}.faces",
             "FACESEARCH_TOPIC_EMBEDDINGS": f"{base}.embeddings",
             "FACESEARCH_URI_ROOTS": str(by_reference),
+            "FACESEARCH_GATEWAY_KEYS_FILE": str(keys_path(home)),
         }
     )
     for name in ("detector", "embedder", "search"):
@@ -439,9 +451,10 @@ def gateway_target(service_env: dict[str, str], start_service: Callable[..., Any
 
 
 @pytest.fixture
-def gateway_channel(gateway_target: str) -> Iterator[grpc.Channel]:
+def gateway_channel(gateway_target: str, admin_key: str) -> Iterator[grpc.Channel]:
+    """A channel to the gateway whose calls carry ``admin_key``."""
     with grpc.insecure_channel(gateway_target) as channel:
-        yield channel
+        yield with_api_key(channel, admin_key)
 
 
 @pytest.fixture

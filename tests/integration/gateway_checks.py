@@ -3,13 +3,25 @@ because pyproject puts tests/integration on pytest's pythonpath; the fixtures th
 are in conftest.py)."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import grpc
+
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.rpc.client import with_api_key
 from facesearch.rpc.health import check
 
 FLOW_S = 90.0  # for an image to go through the whole pipeline
+
+
+@contextmanager
+def gateway_stub(target: str, api_key: str | None) -> Iterator[api_pb2_grpc.FaceSearchStub]:
+    """A stub of the gateway at ``target`` whose calls carry ``api_key`` (None: no key)."""
+    with grpc.insecure_channel(target) as channel:
+        keyed = with_api_key(channel, api_key) if api_key else channel
+        yield api_pb2_grpc.FaceSearchStub(keyed)
 
 
 def index(stub: api_pb2_grpc.FaceSearchStub, *requests: api_pb2.IndexRequest) -> list[Any]:

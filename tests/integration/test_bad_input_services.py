@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from bad_inputs import MIB, broken, padded_jpeg, valid_odd
-from gateway_checks import index, serving, settled, start_pipeline
+from gateway_checks import gateway_stub, index, serving, settled, start_pipeline
 
 from facesearch.ids import image_id
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
@@ -96,6 +96,7 @@ def test_bad_inputs_are_refused_or_dead_lettered_with_their_reasons_and_the_rest
     kafka: Any,
     metric: Callable[..., float],
     demo: dict[str, Path],
+    admin_key: str,
 ) -> None:
     env = {**service_env, "FACESEARCH_MAX_IMAGE_BYTES": str(IMAGE_LIMIT)}
     services = start_pipeline(start_service, env, **LIMITS)
@@ -107,8 +108,7 @@ def test_bad_inputs_are_refused_or_dead_lettered_with_their_reasons_and_the_rest
         requests.append(api_pb2.IndexRequest(data=demo[good].read_bytes(), path=good))
         names += [name, good]
     by_uri, uri_outcomes = uri_inputs(Path(env["FACESEARCH_URI_ROOTS"]), demo, bad)
-    with grpc.insecure_channel(services["gateway"].target) as channel:
-        gateway = api_pb2_grpc.FaceSearchStub(channel)
+    with gateway_stub(services["gateway"].target, admin_key) as gateway:
         results = index(gateway, *requests, *by_uri)
         outcomes = {**{n: OUTCOMES.get(n, (INDEXED, GOOD.get(n))) for n in names}, **uri_outcomes}
         check_outcomes(gateway, [*names, *uri_outcomes], results, outcomes)
@@ -186,7 +186,10 @@ def search_status(
 
 
 def test_queries_and_calls_beyond_a_limit_end_with_a_status_naming_it(
-    service_env: dict[str, str], start_service: Callable[..., Any], demo: dict[str, Path]
+    service_env: dict[str, str],
+    start_service: Callable[..., Any],
+    demo: dict[str, Path],
+    admin_key: str,
 ) -> None:
     env = {**service_env, "FACESEARCH_MAX_IMAGE_BYTES": str(IMAGE_LIMIT)}
     services = start_pipeline(start_service, env, **LIMITS)
@@ -208,8 +211,7 @@ def test_queries_and_calls_beyond_a_limit_end_with_a_status_naming_it(
         "animated.gif": (grpc.StatusCode.OK, ""),
     }
     queries = inputs(demo)
-    with grpc.insecure_channel(services["gateway"].target) as channel:
-        gateway = api_pb2_grpc.FaceSearchStub(channel)
+    with gateway_stub(services["gateway"].target, admin_key) as gateway:
         for name, (code, start) in expected.items():
             got, details = search_status(gateway, queries[name])
             assert (got, details[: len(start)]) == (code, start), (name, details)
@@ -231,10 +233,8 @@ def test_queries_and_calls_beyond_a_limit_end_with_a_status_naming_it(
     }
     hasty = start_service("gateway", {**env, **internal,
                                       "FACESEARCH_GATEWAY_DEADLINE_SECONDS": "0.001"})  # fmt: skip
-    with grpc.insecure_channel(hasty.target) as channel:
-        got, details = search_status(
-            api_pb2_grpc.FaceSearchStub(channel), demo["yaoming"].read_bytes()
-        )
+    with gateway_stub(hasty.target, admin_key) as hasty_gateway:
+        got, details = search_status(hasty_gateway, demo["yaoming"].read_bytes())
     assert got == grpc.StatusCode.DEADLINE_EXCEEDED
     assert details == (
         "deadline: the detector service did not answer within 0.001 s "

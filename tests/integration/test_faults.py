@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+from gateway_checks import gateway_stub
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image
 
@@ -32,7 +33,7 @@ from facesearch.errors import TransientError
 from facesearch.ids import image_id
 from facesearch.models import FaceModels, recognizer_identity
 from facesearch.pipeline import analyze, apply_gate
-from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.proto.v1 import api_pb2
 from facesearch.rpc.client import GatewayClient, IndexItem
 from facesearch.rpc.settings import SERVICES as SETTINGS_OF
 from facesearch.settings import CoreSettings
@@ -110,6 +111,9 @@ class FaultStack:
     def gateway(self) -> str:
         return f"127.0.0.1:{self.port('gateway', 'grpc')}"
 
+    def client(self, timeout_s: float = 60.0) -> GatewayClient:
+        return GatewayClient(self.gateway, timeout_s, self.stack.admin_key())
+
     def batch(self, count: int = STREAM) -> Batch:
         """``count`` new images and the embedded pipeline's count of faces of each."""
         data = variants(self.demo, self.next_image, count)
@@ -177,9 +181,9 @@ class Submitter(threading.Thread):
     """Sends a batch's images through the gateway, ``CHUNK`` at a time, in the background; a
     call refused as a whole, or an image refused, for a transient reason is sent again."""
 
-    def __init__(self, gateway: str, images: dict[str, bytes], rate: float = 0.0) -> None:
+    def __init__(self, faults: FaultStack, images: dict[str, bytes], rate: float = 0.0) -> None:
         super().__init__(name="submitter", daemon=True)
-        self.gateway = gateway
+        self.faults = faults
         self.images = images
         self.rate = rate  # images per second at most (0: as fast as the gateway takes them)
         self.accepted: set[str] = set()
@@ -195,7 +199,7 @@ class Submitter(threading.Thread):
     def _submit(self) -> None:
         todo = list(self.images.items())
         deadline = time.monotonic() + SUBMIT_S
-        with GatewayClient(self.gateway, timeout_s=60.0) as client:
+        with self.faults.client() as client:
             while todo and time.monotonic() < deadline:
                 chunk, todo = todo[:CHUNK], todo[CHUNK:]
                 begun = time.monotonic()
@@ -301,7 +305,7 @@ def assert_indexed_once(fault: FaultStack, batch: Batch) -> None:
     """Every image of the batch indexed with the embedded pipeline's count of faces; the index
     holds as many faces as every image sent so far has (no duplicate, no stray)."""
     wrong = {}
-    with GatewayClient(fault.gateway) as client:
+    with fault.client() as client:
         for key, expected in batch.faces.items():
             state = client.get_image(key)
             got = len(state.faces) if state.status == "indexed" else state.status
@@ -374,7 +378,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     batch = faults.batch()
     before = consumed(faults, victim)
     pid = faults.pid(victim)
-    submitter = Submitter(faults.gateway, batch.images)
+    submitter = Submitter(faults, batch.images)
     submitter.start()
     # In the middle: it has done a fifth of this stream, far from all of it.
     wait_for(
@@ -405,11 +409,10 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
 # -- the broker stopped and started again
 
 
-def index_call(gateway: str, data: bytes, timeout: float) -> tuple[grpc.StatusCode, float]:
+def index_call(faults: FaultStack, data: bytes, timeout: float) -> tuple[grpc.StatusCode, float]:
     """One IndexImages call of one image: its status code and how long it took."""
     begun = time.monotonic()
-    with grpc.insecure_channel(gateway) as channel:
-        stub = api_pb2_grpc.FaceSearchStub(channel)
+    with gateway_stub(faults.gateway, faults.stack.admin_key()) as stub:
         request = api_pb2.IndexRequest(data=data, path="probe.jpg")
         try:
             stub.IndexImages(iter([request]), timeout=timeout)
@@ -424,7 +427,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(faults: FaultSta
     probe = faults.batch(1)
     pids = {name: faults.pid(name) for name in SERVICES}
     before = consumed(faults, "detector")
-    submitter = Submitter(faults.gateway, batch.images)
+    submitter = Submitter(faults, batch.images)
     submitter.start()
     wait_for(
         "the detector to consume 100 of this stream",
@@ -435,14 +438,14 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(faults: FaultSta
     assert broker.stop()
     down_at = time.monotonic()
     # While it is down the gateway refuses, promptly, with UNAVAILABLE (a client retries).
-    code, took = index_call(faults.gateway, next(iter(probe.images.values())), 60.0)
+    code, took = index_call(faults, next(iter(probe.images.values())), 60.0)
     assert code == grpc.StatusCode.UNAVAILABLE, f"{code} after {took:.1f} s"
     assert took < GATEWAY_DEADLINE_S + 5.0
     restart_s = faults.restart_missing()
     up_at = time.monotonic()
     submitter.wait()
     # The probe image again, now that the broker is back: accepted.
-    code, _ = index_call(faults.gateway, next(iter(probe.images.values())), 60.0)
+    code, _ = index_call(faults, next(iter(probe.images.values())), 60.0)
     assert code == grpc.StatusCode.OK
     settle_s = wait_settled(faults)
     lag_zero_at = time.monotonic()
@@ -518,7 +521,7 @@ def test_rolling_sigterm_restart_under_load_drains_commits_and_loses_nothing(
     topics = [topic for _, _, topic in groups(faults)]
     start = {topic: end_offsets(faults, topic) for topic in topics}
     # Slow enough that every service is restarted while images still come in.
-    submitter = Submitter(faults.gateway, batch.images, rate=STREAM / 60)
+    submitter = Submitter(faults, batch.images, rate=STREAM / 60)
     submitter.start()
     exits = {}
     for name in ("detector", "embedder", "search", "gateway"):

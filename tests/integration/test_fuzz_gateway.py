@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import grpc
 from bad_inputs import png_claiming
-from gateway_checks import index, serving, settled, start_pipeline
+from gateway_checks import gateway_stub, index, serving, settled, start_pipeline
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -147,12 +147,12 @@ def test_fuzzed_index_and_search_calls_end_ok_or_with_an_expected_status(
     service_env: dict[str, str],
     start_service: Callable[..., Any],
     demo: dict[str, Path],
+    admin_key: str,
 ) -> None:
     services = start_pipeline(start_service, service_env)
     root = service_env["FACESEARCH_URI_ROOTS"]
     (Path(root) / "a.jpg").write_bytes(demo["yaoming"].read_bytes())
-    with grpc.insecure_channel(services["gateway"].target) as channel:
-        gateway = api_pb2_grpc.FaceSearchStub(channel)
+    with gateway_stub(services["gateway"].target, admin_key) as gateway:
         indexed, searched = fuzz_index(gateway, root), fuzz_search(gateway)
         # The generated inputs reach past the first checks: some are queued, some decoded.
         assert {"image_id", "bad_image", "bad_uri", "too_large"} <= set(indexed), indexed

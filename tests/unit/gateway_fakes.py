@@ -4,8 +4,12 @@ because pyproject puts tests/unit on pytest's pythonpath)."""
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from facesearch.calibration import LFW, Calibration
+from facesearch.metrics import AccessMetrics
 from facesearch.rpc.settings import GatewaySettings
+from facesearch_services.gateway.access import Gate
 from facesearch_services.gateway.backends import Backends
 from facesearch_services.gateway.failures import RecentIds
 from facesearch_services.gateway.servicer import GatewayServicer
@@ -15,6 +19,7 @@ GATEWAY = {
     "FACESEARCH_GATEWAY_DETECTOR": "detector:50052",
     "FACESEARCH_GATEWAY_EMBEDDER": "embedder:50053",
     "FACESEARCH_GATEWAY_SEARCH": "search:50054",
+    "FACESEARCH_GATEWAY_AUTH": "off",  # the key checks are tested through a real server
 }
 
 
@@ -46,6 +51,8 @@ def gateway_servicer(
 ) -> GatewayServicer:
     """A GatewayServicer with GATEWAY's settings (and ``env``'s), ready on ``backends``."""
     settings = GatewaySettings.from_env({**GATEWAY, **(env or {})})
-    servicer = GatewayServicer(settings, calibration)
+    servicer = GatewayServicer(
+        settings, calibration, Gate(None, AccessMetrics(CollectorRegistry()))
+    )
     servicer.backends.set(backends)
     return servicer

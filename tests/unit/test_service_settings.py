@@ -1,6 +1,8 @@
 """The services' settings from the environment: defaults as in docs/architecture.md, overrides, the
 required broker and gateway addresses refused by name, and the list of names each reads."""
 
+from pathlib import Path
+
 import pytest
 
 from facesearch.errors import ConfigError
@@ -18,6 +20,7 @@ GATEWAY = {
     "FACESEARCH_GATEWAY_DETECTOR": "detector:50052",
     "FACESEARCH_GATEWAY_EMBEDDER": "embedder:50053",
     "FACESEARCH_GATEWAY_SEARCH": "search:50054",
+    "FACESEARCH_GATEWAY_KEYS_FILE": "/etc/facesearch/keys/keys.jsonl",
 }
 
 
@@ -93,3 +96,13 @@ def test_env_names_list_what_each_service_reads() -> None:
     assert "FACESEARCH_GATEWAY_SEARCH" in GatewaySettings.env_names()
     for settings in SERVICES.values():
         assert "FACESEARCH_KAFKA_BOOTSTRAP" in settings.env_names()
+
+
+def test_the_gateway_checks_keys_unless_told_off_and_then_needs_no_keys_file() -> None:
+    assert GatewaySettings.from_env(GATEWAY).keys_file == Path("/etc/facesearch/keys/keys.jsonl")
+    unkeyed = {k: v for k, v in GATEWAY.items() if k != "FACESEARCH_GATEWAY_KEYS_FILE"}
+    with pytest.raises(ConfigError, match=r"FACESEARCH_GATEWAY_KEYS_FILE is not set.*AUTH=off"):
+        GatewaySettings.from_env(unkeyed)
+    assert GatewaySettings.from_env({**GATEWAY, "FACESEARCH_GATEWAY_AUTH": "off"}).keys_file is None
+    with pytest.raises(ConfigError, match="FACESEARCH_GATEWAY_AUTH='maybe' must be keys or off"):
+        GatewaySettings.from_env({**GATEWAY, "FACESEARCH_GATEWAY_AUTH": "maybe"})

@@ -13,6 +13,7 @@ import click
 from tqdm import tqdm
 
 from facesearch.calibration import calibration_for, mismatch
+from facesearch.devstack.keys import read_stack_key
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
@@ -38,7 +39,23 @@ def data_dir_option(func: F) -> F:
     )(func)
 
 
+API_KEY = "facesearch.api_key"  # where --api-key leaves its value: the click context's meta
+
+
 def gateway_option(func: F) -> F:
+    """``--gateway`` (the command's ``gateway`` argument) and ``--api-key``, which only
+    ``gateway_client`` reads."""
+    func = click.option(
+        "--api-key",
+        metavar="KEY",
+        envvar="FACESEARCH_API_KEY",
+        default=None,
+        expose_value=False,
+        callback=lambda ctx, _, value: ctx.meta.__setitem__(API_KEY, value),
+        help="With --gateway: the API key to call it with (`facesearch keys create` makes "
+        "one). Default: $FACESEARCH_API_KEY, else, for the gateway of this data folder's "
+        "`facesearch stack`, the stack's own admin key.",
+    )(func)
     return click.option(
         "--gateway",
         metavar="HOST:PORT",
@@ -47,6 +64,16 @@ def gateway_option(func: F) -> F:
         help="Do the work through a facesearch gateway (e.g. one started by `facesearch stack "
         "up`, 127.0.0.1:50051) instead of the embedded index. Default: $FACESEARCH_GATEWAY.",
     )(func)
+
+
+def gateway_client(settings: CoreSettings, target: str) -> GatewayClient:
+    """A client of the gateway at ``target``, with the key of --api-key, else the local
+    stack's own key when ``target`` is that stack's gateway."""
+    key = click.get_current_context().meta.get(API_KEY)
+    if not key:
+        held = read_stack_key(settings.home)
+        key = held.key if held is not None and held.gateway == target else None
+    return GatewayClient(target, api_key=key)
 
 
 def wait_timeout_option(func: F) -> F:
@@ -190,7 +217,7 @@ def backend(
     if by_reference and not gateway:
         raise click.UsageError("--by-reference needs --gateway")
     if gateway:
-        with GatewayClient(gateway) as client:
+        with gateway_client(settings, gateway) as client:
             max_bytes = settings.limits.max_bytes
             yield GatewayBackend(client, max_bytes, wait_timeout_s, by_reference)
         return

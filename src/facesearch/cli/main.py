@@ -24,6 +24,7 @@ from facesearch.cli.common import (
 )
 from facesearch.cli.compare import compare
 from facesearch.cli.group import ReportingGroup
+from facesearch.cli.keys import keys
 from facesearch.cli.migrate import migrate
 from facesearch.cli.stack import stack
 from facesearch.cli.tools import demo, demo_photos, eval_group
@@ -339,7 +340,7 @@ def stats(
         output.print_stats(result)
 
 
-for command in (broker, compare, demo, eval_group, migrate, stack):
+for command in (broker, compare, demo, eval_group, keys, migrate, stack):
     cli.add_command(command)
 cli.add_command(show_frame)
 cli.add_command(calibrate)

@@ -12,6 +12,7 @@ import click
 
 from facesearch.cli import output
 from facesearch.cli.common import json_option
+from facesearch.devstack.keys import admin_key_path, read_stack_key
 from facesearch.devstack.stack import READY_TIMEOUT_S, ComponentStatus, Stack
 from facesearch.errors import FaceSearchError
 from facesearch.rpc.health import SERVING
@@ -140,11 +141,24 @@ def up(
     if not started:
         click.echo(f"the stack of {local_stack.home} already runs", err=True)
     components = local_stack.status()
+    held = read_stack_key(local_stack.home)
+    key_file = str(admin_key_path(local_stack.home)) if held else None
     if as_json:
-        output.emit_json({"started": started, "components": [c.to_json() for c in components]})
-    else:
-        print_status(components)
-        click.echo(f"use it with: --gateway {components[-1].address}")
+        output.emit_json(
+            {
+                "started": started,
+                "components": [c.to_json() for c in components],
+                "admin_key_file": key_file,
+            }
+        )
+        return
+    print_status(components)
+    click.echo(f"use it with: --gateway {components[-1].address}")
+    if key_file:
+        click.echo(
+            f"the CLI of this data folder sends it the admin API key in {key_file}; give other "
+            "clients their own: facesearch keys create --help"
+        )
 
 
 @stack.command()

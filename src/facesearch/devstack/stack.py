@@ -9,12 +9,15 @@ Layout under the data folder (the CLI's home):
     stack/logs/<name>.log   stdout and stderr of each service; kafka.log and qdrant.log link to
                             the broker's and the server's
     stack/<name>.pid        the pid of each running service (search-2, ... for replicas)
+    stack/admin-key.json    an admin API key for the gateway, for its owner (devstack.keys)
+    keys.jsonl              the API keys the gateway accepts (salted hashes; facesearch keys)
     qdrant/                 the index: the search service opens the one embedded mode uses,
                             unless the stack runs a Qdrant server (or QDRANT_URL names one)
 
 Services read their settings from the environment as everywhere else (``rpc.settings``);
 the stack adds only what ties them together: the broker's address, loopback hosts, the
-gateway's addresses of the others, the index path and FACESEARCH_HOME. Linux only (/proc).
+gateway's addresses of the others and its keys file, the index path and FACESEARCH_HOME.
+Linux only (/proc).
 """
 
 import contextlib
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch.devstack.broker import Broker, free_port
+from facesearch.devstack.keys import ensure_admin_key, keys_path, read_stack_key
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.devstack.qdrant import QdrantServer, require_binary
 from facesearch.errors import ConfigError, FaceSearchError
@@ -199,6 +203,8 @@ class Stack:
         server = self.qdrant_server()
         if server is not None and (self.use_qdrant_server or server.running_pid() is not None):
             env["QDRANT_URL"] = server.url
+        if env.get("FACESEARCH_GATEWAY_AUTH", "").strip().lower() != "off":
+            env.setdefault("FACESEARCH_GATEWAY_KEYS_FILE", str(keys_path(self.home)))
         for name in SERVICES:
             env[f"FACESEARCH_{name.upper()}_HOST"] = LOOPBACK
         for name in ("detector", "embedder"):
@@ -246,6 +252,7 @@ class Stack:
                 if self.use_qdrant_server:
                     self._ensure_qdrant(timeout_s, report, started)
                 env = self.compose_env(bootstrap)
+                self._ensure_admin_key(env)
                 for name in self.instances():
                     if self.service_pid(name) is None:
                         own = self.instance_env(name, env)
@@ -254,6 +261,17 @@ class Stack:
                 self._stop(list(reversed(started)))
                 raise
         return started
+
+    def admin_key(self) -> str | None:
+        """The admin key ``up`` made for the gateway (None with keys off)."""
+        held = read_stack_key(self.home)
+        return held.key if held is not None else None
+
+    def _ensure_admin_key(self, env: Mapping[str, str]) -> None:
+        """An admin key for the gateway's owner (devstack.keys), unless keys are off."""
+        keys_file = GatewaySettings.from_env(env).keys_file
+        if keys_file is not None:
+            ensure_admin_key(self.home, keys_file, self.server("gateway", env).grpc_address)
 
     def _ensure_kafka(self, timeout_s: float, report: Progress, started: list[str]) -> str:
         broker = self.broker()

@@ -3,11 +3,12 @@ the core's own records, so the CLI prints the same text and JSON through a gatew
 embedded index, and ``GatewayIndexer`` turns the gateway's asynchronous indexing back into the
 embedded ``Indexer``'s one ``Outcome`` per input."""
 
+import collections
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -85,11 +86,13 @@ class GatewayClient:
     """A channel to a facesearch gateway; every gRPC failure leaves as a ``FaceSearchError``
     (the server's own error, or one line on the transport problem naming ``target``)."""
 
-    def __init__(self, target: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, target: str, timeout_s: float = 60.0, api_key: str | None = None) -> None:
+        """``api_key``: sent with every call (a gateway with keys off ignores it)."""
         self.target = target
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(target, options=rpc.MESSAGE_OPTIONS)
-        self._stub = api_pb2_grpc.FaceSearchStub(self._channel)
+        channel = with_api_key(self._channel, api_key) if api_key else self._channel
+        self._stub = api_pb2_grpc.FaceSearchStub(channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -175,6 +178,43 @@ class GatewayClient:
         request = api_pb2.StatsRequest()
         got = self._call(lambda: self._stub.Stats(request, timeout=self.timeout_s))
         return api_codec.stats_from_proto(got)
+
+
+class _Details(
+    collections.namedtuple(
+        "_Details",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with other metadata (gRPC gives no constructor for them)."""
+
+
+class _KeyMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    def __init__(self, api_key: str) -> None:
+        self.header = ("authorization", f"Bearer {api_key}")
+
+    def _keyed(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or ()), self.header]
+        return _Details(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._keyed(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._keyed(details), requests)
+
+
+def with_api_key(channel: grpc.Channel, api_key: str) -> grpc.Channel:
+    """``channel`` with ``authorization: Bearer <api_key>`` on every call made through it."""
+    return grpc.intercept_channel(channel, _KeyMetadata(api_key))
 
 
 def error_from_rpc(exc: grpc.RpcError, target: str) -> FaceSearchError:

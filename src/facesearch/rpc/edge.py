@@ -42,6 +42,8 @@ STATUS_OF_CODE = {
     errors.NotFoundError.code: grpc.StatusCode.NOT_FOUND,
     errors.BadUriError.code: grpc.StatusCode.INVALID_ARGUMENT,
     errors.DeadlineError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.UnauthenticatedError.code: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
 }
 ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
     cls.code: cls
@@ -57,6 +59,8 @@ ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
         errors.NotFoundError,
         errors.BadUriError,
         errors.DeadlineError,
+        errors.UnauthenticatedError,
+        errors.PermissionDeniedError,
         TransientError,
     )
 }

@@ -13,8 +13,10 @@ the gateway's channels to the others).
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from facesearch.errors import ConfigError
 from facesearch.settings import MAX_MESSAGE_BYTES, CoreSettings, EnvReader
 
 
@@ -115,7 +117,7 @@ class _Placeholders(dict[str, str]):
     def get(self, key: str, default: str | None = None) -> str:  # type: ignore[override]
         return (
             "localhost:1"
-            if key.endswith(("_BOOTSTRAP", "_DETECTOR", "_EMBEDDER", "_SEARCH"))
+            if key.endswith(("_BOOTSTRAP", "_DETECTOR", "_EMBEDDER", "_SEARCH", "_KEYS_FILE"))
             else ""
         )
 
@@ -162,6 +164,9 @@ class GatewaySettings(_ServiceSettings):
     search: str = ""
     deadline_s: float = 30.0  # for each call to the internal services
     max_images_per_call: int = 1000  # IndexRequests in one IndexImages stream
+    # The API keys it accepts (access.KeyFile); None only with FACESEARCH_GATEWAY_AUTH=off,
+    # a development stack where every caller may do everything.
+    keys_file: Path | None = None
 
     @classmethod
     def _own(cls, reader: EnvReader) -> dict[str, Any]:
@@ -180,7 +185,24 @@ class GatewaySettings(_ServiceSettings):
             "max_images_per_call": reader.limit(
                 "FACESEARCH_GATEWAY_MAX_IMAGES_PER_CALL", cls.max_images_per_call, int
             ),
+            "keys_file": _keys_file(reader),
         }
+
+
+def _keys_file(reader: EnvReader) -> Path | None:
+    auth = reader.text("FACESEARCH_GATEWAY_AUTH", "keys").lower()
+    if auth not in ("keys", "off"):
+        raise ConfigError(f"FACESEARCH_GATEWAY_AUTH={auth!r} must be keys or off")
+    path = reader.path("FACESEARCH_GATEWAY_KEYS_FILE")
+    if auth == "off":
+        return None
+    if path is None:
+        raise ConfigError(
+            "FACESEARCH_GATEWAY_KEYS_FILE is not set: give the file of API keys made by "
+            "`facesearch keys create --file FILE` (or FACESEARCH_GATEWAY_AUTH=off for a "
+            "development stack open to every caller)"
+        )
+    return path
 
 
 SERVICES: dict[str, type[_ServiceSettings]] = {

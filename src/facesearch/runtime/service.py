@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -43,13 +43,19 @@ class ServiceRuntime:
     """The process around one service's servicer and stream loop (see the module's text)."""
 
     def __init__(
-        self, settings: ServerSettings, services: list[str], *, reflection: bool = False
+        self,
+        settings: ServerSettings,
+        services: list[str],
+        *,
+        reflection: bool = False,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
     ) -> None:
+        """``interceptors`` run inside the metrics one, which so counts what they refuse."""
         self.settings = settings
         self.services = services  # full names, e.g. "facesearch.v1.Detector"
         self.server = grpc.server(
             ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix=f"{settings.name}-grpc"),
-            interceptors=[MetricsInterceptor(RpcMetrics())],
+            interceptors=[MetricsInterceptor(RpcMetrics()), *interceptors],
             options=message_options(settings.max_message_bytes),
         )
         self.health = health.HealthServicer()

@@ -1,0 +1,154 @@
+"""Who may call the public API: the key a call carries (gRPC metadata ``authorization: Bearer
+<key>`` or ``x-api-key: <key>``), checked against the gateway's key file before the method
+runs, and again before each image of an IndexImages stream (a key revoked mid-stream stops
+it). The servicer asks ``Gate`` about collections, which only it can read from a request.
+
+Refusals are UNAUTHENTICATED (no key; malformed, unknown or revoked) or PERMISSION_DENIED
+(scope, collection), with a message saying which, and are counted by method and reason.
+Health and reflection stay open: probes and tools need them without a key."""
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from facesearch.access import ApiKey, KeyTable, require_collection, require_scope
+from facesearch.errors import RefusedError, UnauthenticatedError
+from facesearch.metrics import AccessMetrics
+from facesearch.rpc.edge import status_of
+
+logger = logging.getLogger(__name__)
+
+# The scopes that may call each method (any one of them; admin may call everything). A
+# method of the service missing here needs admin: a new method is closed until listed.
+METHOD_SCOPES = {
+    "IndexImages": ("index",),
+    "GetImage": ("index", "search"),
+    "Search": ("search",),
+    "Compare": ("search",),
+    "Delete": ("delete",),
+    "Stats": ("admin",),  # it lists every label: people's names
+}
+CALLER: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("caller", default=None)
+
+
+def presented_key(metadata: Any) -> str | None:
+    """The key in a call's metadata (None when it carries none); UnauthenticatedError for an
+    ``authorization`` that is not a bearer token, or two different keys."""
+    found: set[str] = set()
+    for name, value in metadata or ():
+        if not isinstance(value, str):
+            continue
+        if name == "x-api-key":
+            found.add(value.strip())
+        elif name == "authorization":
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() != "bearer":
+                raise UnauthenticatedError(
+                    "authorization must read 'Bearer <key>' (or send the key as x-api-key)",
+                    "malformed_key",
+                )
+            found.add(token.strip())
+    if len(found) > 1:
+        raise UnauthenticatedError("the call carries two different API keys", "malformed_key")
+    return found.pop() if found else None
+
+
+class Gate:
+    """The key checks of one gateway (``table`` None: keys are off, every call passes)."""
+
+    def __init__(self, table: KeyTable | None, metrics: AccessMetrics) -> None:
+        self.table = table
+        self.metrics = metrics
+
+    def caller(self, method: str, metadata: Any) -> ApiKey | None:
+        """The key of a call to ``method`` (short name) that may make it."""
+        if self.table is None:
+            return None
+        presented = presented_key(metadata)
+        if presented is None:
+            raise UnauthenticatedError(
+                f"{method} needs an API key: send it as 'authorization: Bearer <key>' or "
+                "'x-api-key: <key>' (the CLI: --api-key or FACESEARCH_API_KEY)",
+                "no_key",
+            )
+        key = self.table.authenticate(presented)
+        require_scope(key, METHOD_SCOPES.get(method, ("admin",)), method)
+        return key
+
+    def check_collection(self, collection: str, method: str) -> None:
+        """PermissionDeniedError (counted) unless this call's key covers ``collection``."""
+        key = CALLER.get()
+        if key is None:
+            return
+        try:
+            require_collection(key, collection, method)
+        except RefusedError as exc:
+            self.refused(method, exc)
+            raise
+
+    def refused(self, method: str, exc: RefusedError) -> None:
+        self.metrics.refused.labels(method, exc.reason).inc()
+        logger.info("refused %s: %s", method, exc)
+
+    def interceptor(self, service: str) -> grpc.ServerInterceptor:
+        """Guards the methods of ``service`` (full name); other services pass."""
+        return _KeyInterceptor(self, service)
+
+
+class _KeyInterceptor(grpc.ServerInterceptor):
+    def __init__(self, gate: Gate, service: str) -> None:
+        self.gate = gate
+        self.service = service
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], "grpc.RpcMethodHandler[Any, Any] | None"],
+        details: grpc.HandlerCallDetails,
+    ) -> "grpc.RpcMethodHandler[Any, Any] | None":
+        handler = continuation(details)
+        service, _, method = details.method.strip("/").partition("/")
+        if handler is None or service != self.service:
+            return handler
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._guarded(handler.unary_unary, method))  # type: ignore[attr-defined,no-any-return]
+        if handler.stream_unary is not None:
+            behaviour = self._streamed(handler.stream_unary, method)
+            return handler._replace(stream_unary=self._guarded(behaviour, method))  # type: ignore[attr-defined,no-any-return]
+        return handler
+
+    def _guarded(
+        self, behaviour: Callable[[Any, Any], Any], method: str
+    ) -> Callable[[Any, Any], Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                key = self.gate.caller(method, context.invocation_metadata())
+            except RefusedError as exc:
+                self.gate.refused(method, exc)
+                context.abort(status_of(exc), f"{exc.code}: {exc}")
+            token = CALLER.set(key)
+            try:
+                return behaviour(request, context)
+            finally:
+                CALLER.reset(token)
+
+        return guarded
+
+    def _streamed(
+        self, behaviour: Callable[[Any, Any], Any], method: str
+    ) -> Callable[[Any, Any], Any]:
+        """The stream's requests after the first each check the key again first."""
+
+        def rechecked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            for number, request in enumerate(requests):
+                if number:
+                    try:
+                        self.gate.caller(method, context.invocation_metadata())
+                    except RefusedError as exc:
+                        self.gate.refused(method, exc)
+                        raise
+                yield request
+
+        return lambda requests, context: behaviour(rechecked(requests, context), context)

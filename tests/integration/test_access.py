@@ -1,0 +1,251 @@
+"""API keys through the local stack (issue 14): every public method refuses a call without a
+key, with a key of another scope and with a revoked key, saying which, and counts each
+refusal; a key revoked in the middle of an IndexImages stream stops it after the images
+before; a key limited to a collection stays in it; bad key metadata gets a clear status and
+disturbs nothing; the CLI sends the key it is given (or the stack's own) and says what is
+wrong with a bad one.
+
+One stack (``Stack.up`` in this process) serves the module: it takes a minute or more to start
+on two cores."""
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from gateway_checks import gateway_stub, settled
+from kafka import KafkaConsumer, TopicPartition
+
+from facesearch.access import KeyFile
+from facesearch.devstack.broker import free_port, jars_ready
+from facesearch.devstack.keys import keys_path
+from facesearch.devstack.stack import SERVICES, Stack
+from facesearch.ids import image_id
+from facesearch.metrics import scrape
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc
+from facesearch.rpc.settings import GatewaySettings
+from facesearch_services.gateway.access import METHOD_SCOPES
+
+UP_S = 600.0
+REFUSED = "facesearch_gateway_refused_total"
+# A scope that does not allow each method (admin allows everything).
+OTHER_SCOPE = {
+    "IndexImages": "search",
+    "GetImage": "delete",
+    "Search": "index",
+    "Compare": "index",
+    "Delete": "search",
+    "Stats": "search",
+}
+
+
+@dataclass
+class KeyedStack:
+    stack: Stack
+    env: dict[str, str]
+    gateway: str
+    metrics_port: int
+
+    @property
+    def keys(self) -> KeyFile:
+        return KeyFile(keys_path(self.stack.home))
+
+    def key(self, *scopes: str, collections: tuple[str, ...] = ()) -> str:
+        return self.keys.create("test", scopes, collections)[1]
+
+    def images_queued(self) -> int:
+        """Messages on the images topic so far."""
+        consumer = KafkaConsumer(bootstrap_servers=self.stack.broker().bootstrap)
+        try:
+            topic = "facesearch.images.v1"
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            return sum(consumer.end_offsets(parts).values())
+        finally:
+            consumer.close()
+
+    def refused(self, method: str, reason: str) -> float:
+        return scrape(self.metrics_port, REFUSED, method=method, reason=reason)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
+    if not jars_ready():
+        pytest.fail("the Kafka jars are missing: run scripts/setup")
+    home = tmp_path_factory.mktemp("access") / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESEARCH_", "QDRANT_"))}
+    env["FACESEARCH_HOME"] = str(home)
+    for name in SERVICES:
+        env[f"FACESEARCH_{name.upper()}_GRPC_PORT"] = str(free_port())
+        env[f"FACESEARCH_{name.upper()}_METRICS_PORT"] = str(free_port())
+    stack = Stack(home, env=env, kafka_port=free_port(), controller_port=free_port())
+    try:
+        stack.up(UP_S)
+        server = GatewaySettings.from_env(stack.compose_env(stack.broker().bootstrap)).server
+        yield KeyedStack(stack, env, f"127.0.0.1:{server.grpc_port}", server.metrics_port)
+    finally:
+        stack.down()
+
+
+def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSearchStub], Any]]:
+    """One valid call of every public method."""
+    photo = demo["gdp"].read_bytes()
+    return {
+        "IndexImages": lambda s: s.IndexImages(iter([api_pb2.IndexRequest(data=photo)])),
+        "GetImage": lambda s: s.GetImage(api_pb2.GetImageRequest(image_id=image_id(photo))),
+        "Search": lambda s: s.Search(api_pb2.SearchRequest(image=photo)),
+        "Compare": lambda s: s.Compare(api_pb2.CompareRequest(image_a=photo, image_b=photo)),
+        "Delete": lambda s: s.Delete(api_pb2.DeleteRequest(label="nobody-at-all")),
+        "Stats": lambda s: s.Stats(api_pb2.StatsRequest()),
+    }
+
+
+def status(call: Callable[[api_pb2_grpc.FaceSearchStub], Any], stub: Any) -> tuple[Any, str]:
+    try:
+        call(stub)
+    except grpc.RpcError as exc:
+        return exc.code(), str(exc.details())
+    return grpc.StatusCode.OK, ""
+
+
+def test_every_method_refuses_no_key_another_scope_and_a_revoked_key_saying_which(
+    keyed: KeyedStack, demo: dict[str, Path]
+) -> None:
+    calls = requests(demo)
+    assert set(calls) == set(METHOD_SCOPES)  # every public method is covered
+    revoked = keyed.key(*{"index", "search", "delete"})
+    keyed.keys.revoke(revoked.split("_")[1])
+    admin = keyed.stack.admin_key()
+    for method, call in calls.items():
+        before = {r: keyed.refused(method, r) for r in ("no_key", "scope", "revoked_key")}
+        other = keyed.key(OTHER_SCOPE[method])
+        with gateway_stub(keyed.gateway, None) as anonymous:
+            code, details = status(call, anonymous)
+        assert code == grpc.StatusCode.UNAUTHENTICATED, (method, details)
+        assert details.startswith(f"unauthenticated: {method} needs an API key"), details
+        with gateway_stub(keyed.gateway, other) as stub:
+            code, details = status(call, stub)
+        assert code == grpc.StatusCode.PERMISSION_DENIED, (method, details)
+        assert f"may not call {method}: it needs the" in details, details
+        with gateway_stub(keyed.gateway, revoked) as stub:
+            code, details = status(call, stub)
+        assert code == grpc.StatusCode.UNAUTHENTICATED, (method, details)
+        assert "was revoked at" in details, details
+        after = {r: keyed.refused(method, r) for r in before}
+        assert after == {r: n + 1 for r, n in before.items()}, method
+        with gateway_stub(keyed.gateway, admin) as stub:
+            assert status(call, stub) == (grpc.StatusCode.OK, ""), method
+
+
+def test_a_key_revoked_mid_stream_stops_index_images_after_the_images_before(
+    keyed: KeyedStack, demo: dict[str, Path]
+) -> None:
+    key = keyed.key("index")
+    photos = [demo[name].read_bytes() for name in ("players", "t1", "yaoming")]
+
+    queued = keyed.images_queued()
+
+    def stream() -> Iterator[api_pb2.IndexRequest]:
+        yield api_pb2.IndexRequest(data=photos[0], collection="midstream")
+        # gRPC takes requests from here ahead of the server: revoke once the first is queued.
+        deadline = time.monotonic() + 60
+        while keyed.images_queued() == queued and time.monotonic() < deadline:
+            time.sleep(0.05)
+        keyed.keys.revoke(key.split("_")[1])
+        yield from (api_pb2.IndexRequest(data=p, collection="midstream") for p in photos[1:])
+
+    with gateway_stub(keyed.gateway, key) as stub, pytest.raises(grpc.RpcError) as caught:
+        stub.IndexImages(stream())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "was revoked at" in str(caught.value.details())
+    with gateway_stub(keyed.gateway, keyed.stack.admin_key()) as admin:
+        first = settled(admin, image_id(photos[0]))
+        assert first.status == api_pb2.IMAGE_STATUS_INDEXED
+        assert first.image.meta.collection == "midstream"
+        later = status(
+            lambda s: s.GetImage(api_pb2.GetImageRequest(image_id=image_id(photos[2]))), admin
+        )
+        assert later[0] == grpc.StatusCode.NOT_FOUND, later
+
+
+def test_a_key_limited_to_a_collection_stays_in_it(
+    keyed: KeyedStack, demo: dict[str, Path]
+) -> None:
+    key = keyed.key("index", "search", "delete", collections=("shop",))
+    photo, other = demo["t1"].read_bytes(), demo["players"].read_bytes()
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    with gateway_stub(keyed.gateway, keyed.stack.admin_key()) as admin:
+        admin.IndexImages(iter([api_pb2.IndexRequest(data=other, collection="elsewhere")]))
+        assert settled(admin, image_id(other)).status == api_pb2.IMAGE_STATUS_INDEXED
+    with gateway_stub(keyed.gateway, key) as stub:
+        stub.IndexImages(iter([api_pb2.IndexRequest(data=photo, collection="shop")]))
+        assert settled(stub, image_id(photo)).status == api_pb2.IMAGE_STATUS_INDEXED
+        shop = api_pb2.Filters(collection="shop")
+        elsewhere = api_pb2.GetImageRequest(image_id=image_id(other))
+        assert stub.Search(api_pb2.SearchRequest(image=photo, filters=shop)).faces
+        refusals = {
+            "index elsewhere": lambda s: s.IndexImages(
+                iter([api_pb2.IndexRequest(data=photo, collection="elsewhere")])
+            ),
+            "search everywhere": lambda s: s.Search(api_pb2.SearchRequest(image=photo)),
+            "read elsewhere": lambda s: s.GetImage(elsewhere),
+            "delete": lambda s: s.Delete(api_pb2.DeleteRequest(label="x")),
+        }
+        for what, call in refusals.items():
+            code, details = status(call, stub)
+            assert code == denied and "it is limited to shop" in details, (what, details)
+
+
+def test_bad_key_metadata_gets_a_clear_status_and_disturbs_nothing(
+    keyed: KeyedStack, demo: dict[str, Path]
+) -> None:
+    call = requests(demo)["Stats"]
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+    cases = {
+        "empty": ((("x-api-key", ""),), "the API key is empty"),
+        "short": ((("x-api-key", "fs_abc"),), "malformed API key (6 characters)"),
+        "long": ((("x-api-key", "fs_" + "a" * 2000),), "malformed API key (2003 characters)"),
+        "basic": ((("authorization", "Basic dXNlcjpwYXNz"),), "authorization must read 'Bearer"),
+        "two": ((("x-api-key", "a"), ("authorization", "Bearer b")), "two different API keys"),
+    }
+    before = keyed.refused("Stats", "malformed_key")
+    with grpc.insecure_channel(keyed.gateway) as channel:
+        stub = api_pb2_grpc.FaceSearchStub(channel)
+        for name, (metadata, message) in cases.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Stats(api_pb2.StatsRequest(), metadata=metadata)
+            assert caught.value.code() == unauthenticated, name
+            assert message in str(caught.value.details()), (name, caught.value.details())
+        # Beyond gRPC's limit on metadata: refused by gRPC itself, before the gateway's code.
+        with pytest.raises(grpc.RpcError) as huge:
+            stub.Stats(api_pb2.StatsRequest(), metadata=(("x-api-key", "x" * 100_000),))
+        assert huge.value.code() != grpc.StatusCode.OK
+    assert keyed.refused("Stats", "malformed_key") == before + len(cases)
+    with gateway_stub(keyed.gateway, keyed.stack.admin_key()) as admin:
+        assert status(call, admin) == (grpc.StatusCode.OK, "")
+
+
+def test_the_cli_sends_its_key_and_says_what_is_wrong_with_a_bad_one(
+    keyed: KeyedStack, run_with_env: Callable[..., Any]
+) -> None:
+    env, gateway = keyed.env, keyed.gateway
+    own = run_with_env(env, "stats", "--gateway", gateway, "--json")  # the stack's own key
+    assert own.returncode == 0, own.stderr
+    made = run_with_env(env, "keys", "create", "--scopes", "search", "--name", "cli", "--json")
+    assert made.returncode == 0, made.stderr
+    searcher = made.stdout.split('"key": "')[1].split('"')[0]
+    refused = run_with_env(env, "stats", "--gateway", gateway, "--api-key", searcher)
+    assert refused.returncode == 1
+    assert "key has search" in refused.stderr and "needs the admin scope" in refused.stderr
+    unknown = run_with_env({**env, "FACESEARCH_API_KEY": "fs_000000000000_" + "A" * 43},
+                           "stats", "--gateway", gateway)  # fmt: skip
+    assert unknown.returncode == 1
+    assert "unknown API key 000000000000: ask the gateway's owner for one" in unknown.stderr
+    listed = run_with_env(env, "keys", "list")
+    assert '"cli": search on every collection' in listed.stdout and "digest" not in listed.stdout
+    # The stack's key goes only to its own gateway: another address gets no key.
+    elsewhere = run_with_env(env, "stats", "--gateway", gateway.replace("127.0.0.1", "localhost"))
+    assert elsewhere.returncode == 1 and "needs an API key" in elsewhere.stderr

@@ -1,11 +1,15 @@
-"""Who may call the public API: the key a call carries (gRPC metadata ``authorization: Bearer
-<key>`` or ``x-api-key: <key>``), checked against the gateway's key file before the method
-runs, and again before each image of an IndexImages stream (a key revoked mid-stream stops
-it). The servicer asks ``Gate`` about collections, which only it can read from a request.
+"""Who may call the public API, and the audit record of every call.
 
-Refusals are UNAUTHENTICATED (no key; malformed, unknown or revoked) or PERMISSION_DENIED
-(scope, collection), with a message saying which, and are counted by method and reason.
-Health and reflection stay open: probes and tools need them without a key."""
+The key a call carries (gRPC metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``)
+is checked against the gateway's key file before the method runs, and again before each image
+of an IndexImages stream (a key revoked mid-stream stops it). The servicer asks ``Gate`` about
+collections, which only it can read from a request. Refusals are UNAUTHENTICATED (no key;
+malformed, unknown or revoked) or PERMISSION_DENIED (scope, collection), with a message saying
+which, and are counted by method and reason.
+
+Every call, refused or not, leaves one ``AuditRecord``: begun here, filled in by the servicer
+(``audit_note``), ended here with the call's status, and handed to the audit trail. Health and
+reflection stay open and unaudited: probes and tools need them without a key."""
 
 import contextvars
 import logging
@@ -14,7 +18,14 @@ from typing import Any
 
 import grpc
 
-from facesearch.access import ApiKey, KeyTable, require_collection, require_scope
+from facesearch.access import (
+    ApiKey,
+    KeyTable,
+    require_active,
+    require_collection,
+    require_scope,
+)
+from facesearch.audit import AuditRecord, now
 from facesearch.errors import RefusedError, UnauthenticatedError
 from facesearch.metrics import AccessMetrics
 from facesearch.rpc.edge import status_of
@@ -32,6 +43,18 @@ METHOD_SCOPES = {
     "Stats": ("admin",),  # it lists every label: people's names
 }
 CALLER: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("caller", default=None)
+AUDIT: contextvars.ContextVar[AuditRecord | None] = contextvars.ContextVar("audit", default=None)
+
+
+def audit_note() -> AuditRecord:
+    """The audit record of the call being served (a loose one outside a guarded call)."""
+    return AUDIT.get() or AuditRecord(time=now(), method="")
+
+
+def _reason(details: str) -> str:
+    """The error code a failed call's details start with ("bad_image: ..."), else ""."""
+    code, colon, _ = details.partition(": ")
+    return code if colon and code.replace("_", "").isalnum() and code.islower() else ""
 
 
 def presented_key(metadata: Any) -> str | None:
@@ -57,11 +80,20 @@ def presented_key(metadata: Any) -> str | None:
 
 
 class Gate:
-    """The key checks of one gateway (``table`` None: keys are off, every call passes)."""
+    """The key checks of one gateway (``table`` None: keys are off, every call passes), and
+    where its audit records go (``audit``, which must not block)."""
 
-    def __init__(self, table: KeyTable | None, metrics: AccessMetrics) -> None:
+    def __init__(
+        self,
+        table: KeyTable | None,
+        metrics: AccessMetrics,
+        audit: Callable[[AuditRecord], None] = lambda record: None,
+        source: str = "gateway",
+    ) -> None:
         self.table = table
         self.metrics = metrics
+        self.audit = audit
+        self.source = source
 
     def caller(self, method: str, metadata: Any) -> ApiKey | None:
         """The key of a call to ``method`` (short name) that may make it."""
@@ -74,7 +106,9 @@ class Gate:
                 "'x-api-key: <key>' (the CLI: --api-key or FACESEARCH_API_KEY)",
                 "no_key",
             )
-        key = self.table.authenticate(presented)
+        key = self.table.verify(presented)
+        audit_note().key_id = key.id  # proven, so worth recording, even when revoked
+        require_active(key)
         require_scope(key, METHOD_SCOPES.get(method, ("admin",)), method)
         return key
 
@@ -91,14 +125,15 @@ class Gate:
 
     def refused(self, method: str, exc: RefusedError) -> None:
         self.metrics.refused.labels(method, exc.reason).inc()
+        audit_note().reason = exc.reason
         logger.info("refused %s: %s", method, exc)
 
     def interceptor(self, service: str) -> grpc.ServerInterceptor:
-        """Guards the methods of ``service`` (full name); other services pass."""
-        return _KeyInterceptor(self, service)
+        """Guards and audits the methods of ``service`` (full name); other services pass."""
+        return _Guard(self, service)
 
 
-class _KeyInterceptor(grpc.ServerInterceptor):
+class _Guard(grpc.ServerInterceptor):
     def __init__(self, gate: Gate, service: str) -> None:
         self.gate = gate
         self.service = service
@@ -123,18 +158,33 @@ class _KeyInterceptor(grpc.ServerInterceptor):
         self, behaviour: Callable[[Any, Any], Any], method: str
     ) -> Callable[[Any, Any], Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            note = AuditRecord(now(), method, source=self.gate.source, peer=context.peer())
+            noted = AUDIT.set(note)
             try:
-                key = self.gate.caller(method, context.invocation_metadata())
-            except RefusedError as exc:
-                self.gate.refused(method, exc)
-                context.abort(status_of(exc), f"{exc.code}: {exc}")
-            token = CALLER.set(key)
-            try:
-                return behaviour(request, context)
+                key = self._caller(method, context)
+                known = CALLER.set(key)
+                try:
+                    return behaviour(request, context)
+                finally:
+                    CALLER.reset(known)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+                note.status = code.name
+                details = context.details() or b""  # type: ignore[attr-defined]
+                note.reason = note.reason or _reason(details.decode(errors="replace"))
+                raise
             finally:
-                CALLER.reset(token)
+                AUDIT.reset(noted)
+                self.gate.audit(note)
 
         return guarded
+
+    def _caller(self, method: str, context: grpc.ServicerContext) -> ApiKey | None:
+        try:
+            return self.gate.caller(method, context.invocation_metadata())
+        except RefusedError as exc:
+            self.gate.refused(method, exc)
+            context.abort(status_of(exc), f"{exc.code}: {exc}")
 
     def _streamed(
         self, behaviour: Callable[[Any, Any], Any], method: str

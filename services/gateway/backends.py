@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from facesearch.audit import embedding_hash
 from facesearch.codec import api as api_codec
 from facesearch.codec.events import box_from_proto
 from facesearch.errors import DeadlineError
@@ -100,4 +101,5 @@ class InternalCalls:
         )
         found = self.call(self.backends.search.SearchVectors, request, "search")
         matches = [[api_codec.match_from_proto(m) for m in r.matches] for r in found.results]
-        return Queried(matches, found.model, found.gallery_faces)
+        hashes = tuple(embedding_hash(v.values) for v in vectors.vectors)
+        return Queried(matches, found.model, found.gallery_faces, hashes)

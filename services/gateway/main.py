@@ -2,6 +2,7 @@
 Wiring only."""
 
 import logging
+import socket
 from contextlib import ExitStack
 
 import grpc
@@ -20,6 +21,7 @@ from facesearch.searching import Found
 from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
 
 from .access import Gate
+from .audit import AuditTrail
 from .backends import Backends
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, GatewayServicer
@@ -96,18 +98,19 @@ def grpc_target(addresses: str) -> str:
     return parts[0] if len(parts) == 1 else "ipv4:" + ",".join(parts)
 
 
-def open_gate(settings: GatewaySettings) -> Gate:
-    """The key checks: the keys file read now (a malformed one stops the start), or none."""
-    metrics = AccessMetrics()
+def open_gate(settings: GatewaySettings, metrics: AccessMetrics, trail: AuditTrail) -> Gate:
+    """The key checks: the keys file read now (a malformed one stops the start), or none;
+    the audit records go to ``trail``."""
+    source = f"gateway/{socket.gethostname()}"
     if settings.keys_file is None:
         logger.warning("FACESEARCH_GATEWAY_AUTH=off: every caller may call every method")
-        return Gate(None, metrics)
+        return Gate(None, metrics, trail.write, source)
     table = KeyTable(settings.keys_file, metrics.key_reload_failures.inc)
     live = [k for k in table.keys().values() if not k.revoked]
     logger.info("API keys from %s: %d in force", settings.keys_file, len(live))
     if not live:
         logger.warning("no API key in force yet: every call is refused until one is made there")
-    return Gate(table, metrics)
+    return Gate(table, metrics, trail.write, source)
 
 
 def serve() -> int:
@@ -118,7 +121,9 @@ def serve() -> int:
     model = None if path is None else file_model_id(locate_models(settings.core.models).recognizer)
     calibration = calibration_for(path, model)
     logger.info("decisions from %s (model %s)", calibration.source, calibration.model)
-    gate = open_gate(settings)
+    metrics = AccessMetrics()
+    trail = AuditTrail(settings.kafka.audit_topic, metrics)
+    gate = open_gate(settings, metrics, trail)
     runtime = ServiceRuntime(
         settings.server,
         [SERVICE_NAME],
@@ -129,7 +134,10 @@ def serve() -> int:
     api_pb2_grpc.add_FaceSearchServicer_to_server(servicer, runtime.server)
     runtime.start()
     with ExitStack() as stack:
-        servicer.backends.set(connect(settings, stack))
+        backends = connect(settings, stack)
+        trail.connect(backends.producer)
+        stack.callback(trail.stop)  # before the producer closes: the records queued go out
+        servicer.backends.set(backends)
         return runtime.serve()
 
 

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 from kafka.errors import KafkaError
 
+from facesearch.audit import embedding_hash
 from facesearch.calibration import LFW_THRESHOLD, Calibration
 from facesearch.codec import api as api_codec
 from facesearch.codec import events as event_codec
@@ -25,9 +26,9 @@ from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2
 from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.rpc.settings import GatewaySettings
-from facesearch.searching import search_image
+from facesearch.searching import note_search, search_image
 
-from .access import Gate
+from .access import Gate, audit_note
 from .backends import Backends, InternalCalls
 from .submissions import inline_id, uri_id
 
@@ -65,7 +66,11 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
             self._acknowledged(backends, sent, results)
             backends.record_queued("refused")
             raise
+        finally:
+            note = audit_note()
+            note.images = len(results)
         self._acknowledged(backends, sent, results)
+        note.results = sum(r.WhichOneof("result") == "image_id" for r in results)
         return api_pb2.IndexImagesResponse(results=results)
 
     def _admit(self, request: api_pb2.IndexRequest, taken: int) -> None:
@@ -73,7 +78,11 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         cover."""
         if taken == self.settings.max_images_per_call:
             raise _too_many(self.settings.max_images_per_call)
-        self.gate.check_collection(request.collection or "default", "IndexImages")
+        collection = request.collection or "default"
+        note = audit_note()
+        if collection not in note.collection.split(","):
+            note.collection = ",".join(filter(None, [note.collection, collection]))
+        self.gate.check_collection(collection, "IndexImages")
 
     def _send(
         self, backends: Backends, request: api_pb2.IndexRequest
@@ -163,7 +172,9 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         except NotFoundError:
             pass
         else:
-            self.gate.check_collection(found.image.meta.collection or "default", "GetImage")
+            collection = found.image.meta.collection or "default"
+            audit_note().collection = collection
+            self.gate.check_collection(collection, "GetImage")
             return found
         backends = calls.backends
         reason = backends.failures.get(image)
@@ -182,6 +193,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         if not 0 <= request.top_k <= MAX_TOP_K:
             raise BadMessageError(f"top_k must be between 0 and {MAX_TOP_K} (0 means 10)")
         threshold = _threshold(request) if request.HasField("threshold") else None
+        note = audit_note()
+        note.collection = request.filters.collection
         self.gate.check_collection(request.filters.collection, "Search")
         calls = self._internal(context)
         filters = api_codec.filters_from_proto(request.filters)
@@ -189,6 +202,7 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
             calls, request.image, request.top_k or 10, threshold, filters, self.calibration
         )
         calls.backends.record_search(found)
+        note_search(note, found)
         people = by_person(found.faces, found.decisions.match_threshold, everyone=True)
         return api_pb2.SearchResponse(
             faces=[api_codec.query_face_to_proto(answer) for answer in people],
@@ -209,6 +223,8 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         embedded = calls.embed([*a.faces, *b.faces])
         vectors = np.array([list(v.values) for v in embedded.vectors], dtype=np.float32)
         vectors = vectors.reshape(len(a.faces) + len(b.faces), -1)
+        note = audit_note()
+        note.query_faces, note.face_hashes = len(vectors), [embedding_hash(v) for v in vectors]
         similarity = vectors[: len(a.faces)] @ vectors[len(a.faces) :].T
         pairs = [
             api_pb2.FacePair(
@@ -235,7 +251,9 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         # A delete by label or source reaches every collection: a key limited to some may not.
         self.gate.check_collection("", "Delete")
         calls = self._internal(context)
-        return calls.call(calls.backends.search.Delete, request, "search")
+        deleted = calls.call(calls.backends.search.Delete, request, "search")
+        audit_note().results = deleted.faces
+        return deleted
 
     @translate_errors
     def Stats(

@@ -291,17 +291,26 @@ class KeyTable:
                 self._stamp = stamp
         return self._keys
 
-    def authenticate(self, presented: str) -> ApiKey:
-        """The record of a presented key; UnauthenticatedError for a malformed, unknown or
-        revoked one (the message says which)."""
+    def verify(self, presented: str) -> ApiKey:
+        """The record a presented key proves, revoked or not; UnauthenticatedError for a
+        malformed or unknown one."""
         key_id, secret = parse_key(presented)
         record = self.keys().get(key_id)
         if record is None or not record.proves(secret):
             raise UnauthenticatedError(
                 f"unknown API key {key_id}: ask the gateway's owner for one", "unknown_key"
             )
-        if record.revoked:
-            raise UnauthenticatedError(
-                f"{record.describe()} was revoked at {record.revoked}", "revoked_key"
-            )
         return record
+
+    def authenticate(self, presented: str) -> ApiKey:
+        """The record of a presented key in force; UnauthenticatedError for a malformed,
+        unknown or revoked one (the message says which)."""
+        return require_active(self.verify(presented))
+
+
+def require_active(record: ApiKey) -> ApiKey:
+    if record.revoked:
+        raise UnauthenticatedError(
+            f"{record.describe()} was revoked at {record.revoked}", "revoked_key"
+        )
+    return record

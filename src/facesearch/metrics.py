@@ -116,6 +116,13 @@ class AccessMetrics:
             ["method", "reason"],
             registry=registry,
         )
+        self.audit_records = Counter(
+            "facesearch_audit_records_total",
+            "Audit records of the gateway's calls, by outcome: written (acknowledged by the "
+            "broker) or lost (not queued or not sent; each is logged).",
+            ["outcome"],
+            registry=registry,
+        )
         self.key_reload_failures = Counter(
             "facesearch_gateway_key_reload_failures_total",
             "Times the keys file changed into something unreadable (the keys read before "

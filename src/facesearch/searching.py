@@ -10,6 +10,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from facesearch.audit import AuditRecord, embedding_hash
 from facesearch.calibration import Calibration, Decisions
 from facesearch.errors import NoFaceError
 from facesearch.faces import check_quality
@@ -47,21 +48,24 @@ class QueryFace:
 
 class Found(NamedTuple):
     """A search's answer: every query face with its matches, the model, the lowest score shown
-    and the decisions of the gallery searched."""
+    and the decisions of the gallery searched; where it ran, the hash of each query face's
+    embedding (audit.embedding_hash: what the audit trail keeps of the query)."""
 
     faces: list[QueryFace]
     model: str
     threshold: float
     decisions: Decisions
+    face_hashes: tuple[str, ...] = ()
 
 
 class Queried(NamedTuple):
-    """Per query vector its matches, the model id of the vectors, and the faces the filters
-    left to compare with."""
+    """Per query vector its matches, the model id of the vectors, the faces the filters left
+    to compare with, and the hash of each query vector."""
 
     results: list[list[Match]]
     model: str
     gallery_faces: int
+    face_hashes: tuple[str, ...] = ()
 
 
 class QuerySteps(Protocol, Generic[D, V]):
@@ -106,7 +110,16 @@ def search_image(
         )
         for f, matches in zip(seen, queried.results, strict=True)
     ]
-    return Found(faces, queried.model, shown, decisions)
+    return Found(faces, queried.model, shown, decisions, queried.face_hashes)
+
+
+def note_search(note: AuditRecord, found: Found) -> None:
+    """What a search's audit record keeps of its answer: the query faces as hashes, the
+    matches shown and their decisions."""
+    note.query_faces, note.face_hashes = len(found.faces), list(found.face_hashes)
+    shown = [m.decision for face in found.faces for m in face.matches]
+    note.results = len(shown)
+    note.count_decisions(shown)
 
 
 def require_faces(faces: Sequence[object]) -> None:
@@ -136,7 +149,8 @@ class LocalSteps:
 
     def query(self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters) -> Queried:
         matches = self.store.query(vectors, top_k, threshold, filters)
-        return Queried(matches, self.models.model_id, self.store.count_faces(filters))
+        hashes = tuple(embedding_hash(v) for v in vectors)
+        return Queried(matches, self.models.model_id, self.store.count_faces(filters), hashes)
 
 
 def query_faces(

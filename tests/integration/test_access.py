@@ -8,10 +8,12 @@ wrong with a bad one.
 One stack (``Stack.up`` in this process) serves the module: it takes a minute or more to start
 on two cores."""
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from gateway_checks import gateway_stub, settled
 from kafka import KafkaConsumer, TopicPartition
 
 from facesearch.access import KeyFile
+from facesearch.audit import AuditRecord
 from facesearch.devstack.broker import free_port, jars_ready
 from facesearch.devstack.keys import keys_path
 from facesearch.devstack.stack import SERVICES, Stack
@@ -28,6 +31,7 @@ from facesearch.ids import image_id
 from facesearch.metrics import scrape
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.rpc.settings import GatewaySettings
+from facesearch.stream.audit import read_audit_topic
 from facesearch_services.gateway.access import METHOD_SCOPES
 
 UP_S = 600.0
@@ -249,3 +253,89 @@ def test_the_cli_sends_its_key_and_says_what_is_wrong_with_a_bad_one(
     # The stack's key goes only to its own gateway: another address gets no key.
     elsewhere = run_with_env(env, "stats", "--gateway", gateway.replace("127.0.0.1", "localhost"))
     assert elsewhere.returncode == 1 and "needs an API key" in elsewhere.stderr
+
+
+def test_the_audit_topic_holds_one_record_per_call_refused_ones_included(
+    keyed: KeyedStack, demo: dict[str, Path], run_with_env: Callable[..., Any]
+) -> None:
+    since = datetime.now(UTC)
+    admin = keyed.stack.admin_key()
+    assert admin is not None
+    admin_id = admin.split("_")[1]
+    revoked = keyed.key("search")
+    keyed.keys.revoke(revoked.split("_")[1])
+    expected: list[tuple[str, str, str, str]] = []  # (method, key id, status, reason)
+    calls = requests(demo)
+    for method, call in calls.items():
+        other = keyed.key(OTHER_SCOPE[method])
+        for key, outcome in (
+            (admin, ("OK", "")),
+            (None, ("UNAUTHENTICATED", "no_key")),
+            (other, ("PERMISSION_DENIED", "scope")),
+            (revoked, ("UNAUTHENTICATED", "revoked_key")),
+            ("fs_bad", ("UNAUTHENTICATED", "malformed_key")),
+        ):
+            with gateway_stub(keyed.gateway, key) as stub:
+                status(call, stub)
+            key_id = "" if key in (None, "fs_bad") else key.split("_")[1]
+            expected.append((method, key_id, *outcome))
+    shop = keyed.key("search", collections=("shop",))
+    with gateway_stub(keyed.gateway, shop) as stub:
+        status(calls["Search"], stub)  # every collection: not this key's
+    expected.append(("Search", shop.split("_")[1], "PERMISSION_DENIED", "collection"))
+    with gateway_stub(keyed.gateway, admin) as stub:
+        status(lambda s: s.Search(api_pb2.SearchRequest(image=b"not an image")), stub)
+        expected.append(("Search", admin_id, "INVALID_ARGUMENT", "bad_image"))
+        for _ in range(2):
+            status(calls["Search"], stub)
+            expected.append(("Search", admin_id, "OK", ""))
+    records = audit_records(keyed, since, len(expected))
+    got = [(r.method, r.key_id, r.status, r.reason) for r in records]
+    assert sorted(got) == sorted(expected)
+    searches = [r for r in records if r.method == "Search" and r.status == "OK"]
+    assert len(searches) == 3
+    assert all(r.query_faces == len(r.face_hashes) >= 1 and r.results >= 1 for r in searches)
+    assert len({tuple(r.face_hashes) for r in searches}) == 1  # the same faces, the same hashes
+    assert all(len(h) == 64 for r in searches for h in r.face_hashes)
+    assert all(sum(r.decisions.values()) == r.results for r in searches)
+    assert all(r.peer.startswith("ipv4:127.0.0.1:") and r.source for r in records)
+    text = str([r.to_json() for r in records])
+    assert admin not in text and revoked not in text and "data" not in text
+    # `facesearch audit --kafka` reads the same records.
+    shown = run_with_env(keyed.env, "audit", "--kafka", keyed.stack.broker().bootstrap,
+                         "--since", since.isoformat(), "--key", admin_id, "--json")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    listed = json.loads(shown.stdout)["records"]
+    assert len(listed) == sum(e[1] == admin_id for e in expected)
+
+
+def audit_records(keyed: KeyedStack, since: datetime, count: int) -> list[AuditRecord]:
+    """The audit topic's records from ``since`` on, once there are ``count`` (the gateway
+    produces them in the background), or what there is after a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = list(read_audit_topic(keyed.stack.broker().bootstrap, since=since))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_the_embedded_cli_keeps_its_audit_trail_in_the_data_folder(
+    run_cli: Callable[..., Any], home: Path, demo: dict[str, Path]
+) -> None:
+    assert run_cli("index", demo["players"]).returncode == 0
+    assert run_cli("search", demo["yaoming"]).returncode == 0
+    assert run_cli("search", demo["players"].parent / "nothing.jpg").returncode != 0
+    assert run_cli("delete", "--label", "nobody").returncode == 0
+    shown = run_cli("audit", "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = json.loads(shown.stdout)["records"]
+    assert [(r["method"], r["status"], r["key_id"]) for r in records] == [
+        ("IndexImages", "OK", "owner"),
+        ("Search", "OK", "owner"),
+        ("Delete", "OK", "owner"),
+    ]
+    assert records[1]["query_faces"] == 1 and records[1]["decisions"] == {"match": 1}
+    assert records[0]["images"] == 1 and records[0]["results"] == 1
+    only = run_cli("audit", "--method", "search", "--since", "1h")
+    assert only.stdout.count("Search") == 1, only.stdout

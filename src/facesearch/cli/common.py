@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 import click
 from tqdm import tqdm
 
+from facesearch.audit import AUDIT_FILE, AuditFile, audited
 from facesearch.calibration import calibration_for, mismatch
 from facesearch.devstack.keys import read_stack_key
 from facesearch.identities import label_by_name
@@ -19,7 +20,7 @@ from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_in
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
-from facesearch.searching import Found, LocalSteps, search_image
+from facesearch.searching import Found, LocalSteps, note_search, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
 from facesearch.stores import Copied, Progress, open_store
@@ -120,6 +121,7 @@ class EmbeddedBackend:
         self.settings = settings
         self.models = models
         self.store = store
+        self.audit = AuditFile(settings.home / AUDIT_FILE).append
         self.calibration = calibration_for(settings.calibration, models.model_id)
         warning = mismatch(self.calibration, models.model_id)
         if warning:
@@ -129,17 +131,32 @@ class EmbeddedBackend:
         self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
     ) -> None:
         indexer = Indexer(self.models, self.store, self.settings, source_url, collection)
-        indexer.run(inputs, on_outcome)
+        with audited(self.audit, "IndexImages") as note:
+            note.collection, note.images = collection, len(inputs)
+
+            def counted(outcome: Outcome) -> None:
+                note.results += outcome.status == "indexed"
+                on_outcome(outcome)
+
+            indexer.run(inputs, counted)
 
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         steps = LocalSteps(self.models, self.store, self.settings)
-        return search_image(steps, data, top_k, threshold, filters, self.calibration)
+        with audited(self.audit, "Search") as note:
+            note.collection = filters.collection or ""
+            found = search_image(steps, data, top_k, threshold, filters, self.calibration)
+            note_search(note, found)
+        return found
 
     def delete(self, selector: Selector) -> tuple[int, int]:
-        return self.store.delete(selector)
+        with audited(self.audit, "Delete") as note:
+            images, faces = self.store.delete(selector)
+            note.results = faces
+        return images, faces
 
     def stats(self) -> StoreStats:
-        return self.store.stats()
+        with audited(self.audit, "Stats"):
+            return self.store.stats()
 
 
 class GatewayBackend:

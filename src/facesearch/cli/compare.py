@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from facesearch import report
+from facesearch.audit import AUDIT_FILE, AuditFile, audited, embedding_hash
 from facesearch.calibration import calibration_for, similarity_to_distance
 from facesearch.cli.common import EXIT_PARTIAL, gateway_client, gateway_option
 from facesearch.compare import largest, names_of, result_lines
@@ -44,6 +45,7 @@ class EmbeddedComparer:
     def __init__(self, models: FaceModels, settings: CoreSettings) -> None:
         self.models = models
         self.settings = settings
+        self.hashes: list[str] = []  # of every unknown face compared, for the audit record
 
     def main_face(self, data: bytes) -> tuple[int, np.ndarray]:
         analyzed, vectors = query_faces(data, self.models, self.settings)
@@ -53,6 +55,7 @@ class EmbeddedComparer:
         self, known: list[np.ndarray], data: bytes
     ) -> tuple[list[Box], list[list[float]]]:
         analyzed, vectors = query_faces(data, self.models, self.settings)
+        self.hashes += [embedding_hash(v) for v in vectors]
         boxes = [face.box for face in analyzed.faces]
         return boxes, [[float(np.dot(k, v)) for k in known] for v in vectors]
 
@@ -142,9 +145,11 @@ def compare(
     else:
         models = FaceModels(settings.models)
         comparer = EmbeddedComparer(models, settings)
-        done = run_compare(
-            comparer, known_dir, unknown_path, naming, settings, models.model_id, shown
-        )
+        with audited(AuditFile(settings.home / AUDIT_FILE).append, "Compare") as note:
+            done = run_compare(
+                comparer, known_dir, unknown_path, naming, settings, models.model_id, shown
+            )
+            note.query_faces, note.face_hashes = len(comparer.hashes), comparer.hashes
     if html is not None:
         details = {"known": str(known_dir), "unknown": str(unknown_path)}
         details["tolerance"] = f"{done.tolerance:.4f}"

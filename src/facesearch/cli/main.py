@@ -11,6 +11,7 @@ import click
 
 from facesearch import __version__, identities, report
 from facesearch.cli import output
+from facesearch.cli.audit import audit
 from facesearch.cli.broker import broker
 from facesearch.cli.calibrate import calibrate
 from facesearch.cli.common import (
@@ -340,7 +341,7 @@ def stats(
         output.print_stats(result)
 
 
-for command in (broker, compare, demo, eval_group, keys, migrate, stack):
+for command in (audit, broker, compare, demo, eval_group, keys, migrate, stack):
     cli.add_command(command)
 cli.add_command(show_frame)
 cli.add_command(calibrate)

@@ -12,6 +12,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from facesearch.audit import AuditRecord
 from facesearch.errors import BadMessageError
 from facesearch.faces import ALIGNED_SIZE, DetectedFace
 from facesearch.pipeline import AnalyzedImage, image_record
@@ -195,3 +196,26 @@ def now() -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(datetime.now(UTC))
     return stamp
+
+
+def audit_to_proto(record: AuditRecord) -> events_pb2.AuditRecord:
+    return events_pb2.AuditRecord(**record.to_json())
+
+
+def audit_from_proto(message: events_pb2.AuditRecord) -> AuditRecord:
+    fields = {name: getattr(message, name) for name in AuditRecord.__dataclass_fields__}
+    fields["face_hashes"] = list(message.face_hashes)
+    fields["decisions"] = dict(message.decisions)
+    return AuditRecord(**fields)
+
+
+def parse_audit(data: bytes) -> AuditRecord:
+    """An audit record from Kafka bytes; garbage is a ``BadMessageError``."""
+    message = events_pb2.AuditRecord()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise BadMessageError(f"not an AuditRecord: {exc}") from exc
+    if not message.method:
+        raise BadMessageError("an AuditRecord without a method")
+    return audit_from_proto(message)

@@ -26,6 +26,7 @@ class KafkaSettings:
     images_topic: str = "facesearch.images.v1"
     faces_topic: str = "facesearch.faces.v1"
     embeddings_topic: str = "facesearch.embeddings.v1"
+    audit_topic: str = "facesearch.audit.v1"  # the gateway's record of every call
     # The broker, producers and consumers all allow messages this large (the broker's own
     # default is 1 MiB).
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -39,6 +40,7 @@ class KafkaSettings:
             images_topic=reader.text("FACESEARCH_TOPIC_IMAGES", cls.images_topic),
             faces_topic=reader.text("FACESEARCH_TOPIC_FACES", cls.faces_topic),
             embeddings_topic=reader.text("FACESEARCH_TOPIC_EMBEDDINGS", cls.embeddings_topic),
+            audit_topic=reader.text("FACESEARCH_TOPIC_AUDIT", cls.audit_topic),
             max_message_bytes=reader.limit(
                 "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES", cls.max_message_bytes, int
             ),

@@ -364,3 +364,100 @@ class EmbeddingsEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbeddingsEvent: _TypeAlias = EmbeddingsEvent  # noqa: Y015
+
+@_typing.final
+class AuditRecord(_message.Message):
+    """Topic facesearch.audit.v1, key the key id (empty when the call had no valid key): one call of
+    a public method of the gateway, refused ones included (audit.AuditRecord, field by field).
+    Never the API key, never the image: a query face is kept only as the hash of its embedding.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DecisionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TIME_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    QUERY_FACES_FIELD_NUMBER: _builtins.int
+    FACE_HASHES_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    time: _builtins.str
+    """ISO 8601, UTC, milliseconds: when the call began"""
+    method: _builtins.str
+    """IndexImages, GetImage, Search, Compare, Delete, Stats"""
+    key_id: _builtins.str
+    """the 12 hex digits of the key; empty without a valid key"""
+    status: _builtins.str
+    """the gRPC status code's name: OK, UNAUTHENTICATED, PERMISSION_DENIED..."""
+    reason: _builtins.str
+    """why it was refused or failed (no_key, scope, bad_image...); empty if OK"""
+    collection: _builtins.str
+    """the collection asked for; empty: every one, or none involved"""
+    images: _builtins.int
+    """IndexImages: images sent in the call"""
+    query_faces: _builtins.int
+    """Search, Compare: faces found in the query image(s)"""
+    results: _builtins.int
+    """Search: matches; Delete: faces deleted; IndexImages: images queued"""
+    source: _builtins.str
+    """who wrote it: gateway/<host name>"""
+    peer: _builtins.str
+    """the client's address as gRPC gives it (ipv4:10.0.0.7:51234)"""
+    @_builtins.property
+    def face_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sha256 of each query face's float32 embedding, hex"""
+
+    @_builtins.property
+    def decisions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Search: matches by decision (match, possible...)"""
+
+    def __init__(
+        self,
+        *,
+        time: _builtins.str = ...,
+        method: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        collection: _builtins.str = ...,
+        images: _builtins.int = ...,
+        query_faces: _builtins.int = ...,
+        face_hashes: _abc.Iterable[_builtins.str] | None = ...,
+        results: _builtins.int = ...,
+        decisions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        source: _builtins.str = ...,
+        peer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "decisions", b"decisions", "face_hashes", b"face_hashes", "images", b"images", "key_id", b"key_id", "method", b"method", "peer", b"peer", "query_faces", b"query_faces", "reason", b"reason", "results", b"results", "source", b"source", "status", b"status", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015

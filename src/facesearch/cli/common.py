@@ -18,6 +18,7 @@ from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_in
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
+from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
@@ -39,6 +40,8 @@ def data_dir_option(func: F) -> F:
 
 
 def gateway_option(func: F) -> F:
+    """--gateway, and the --tls-* options of a gateway that serves TLS."""
+    func = tls_options(func)
     return click.option(
         "--gateway",
         metavar="HOST:PORT",
@@ -47,6 +50,56 @@ def gateway_option(func: F) -> F:
         help="Do the work through a facesearch gateway (e.g. one started by `facesearch stack "
         "up`, 127.0.0.1:50051) instead of the embedded index. Default: $FACESEARCH_GATEWAY.",
     )(func)
+
+
+TLS_META = "facesearch.tls"  # where the --tls-* options leave their files (click's ctx.meta)
+TLS_OPTIONS = (
+    (
+        "--tls-ca",
+        "FACESEARCH_TLS_CA",
+        "the CA (PEM) that signed the gateway's certificate: "
+        "connect with TLS. Default: $FACESEARCH_TLS_CA.",
+    ),
+    (
+        "--tls-cert",
+        "FACESEARCH_TLS_CERT",
+        "this client's certificate (PEM), for a gateway that "
+        "requires one; needs --tls-ca and --tls-key. Default: $FACESEARCH_TLS_CERT.",
+    ),
+    (
+        "--tls-key",
+        "FACESEARCH_TLS_KEY",
+        "the key (PEM) of --tls-cert. Default: $FACESEARCH_TLS_KEY.",
+    ),
+)
+
+
+def tls_options(func: F) -> F:
+    """--tls-ca, --tls-cert and --tls-key, kept in the context rather than passed to the
+    command, so every command with --gateway takes them without parameters of its own;
+    ``gateway_tls`` reads them where the client is made."""
+    for name, envvar, text in reversed(TLS_OPTIONS):
+        func = click.option(
+            name,
+            envvar=envvar,
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_keep_tls,
+            help=f"With --gateway: {text}",
+        )(func)
+    return func
+
+
+def _keep_tls(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta.setdefault(TLS_META, {})[param.name] = value
+
+
+def gateway_tls() -> ClientTls | None:
+    """The TLS of --tls-ca, --tls-cert and --tls-key (None: plaintext), its files checked: a
+    missing or unusable one is a ConfigError naming the option."""
+    given = click.get_current_context().meta.get(TLS_META, {})
+    return client_tls(given.get("tls_ca"), given.get("tls_cert"), given.get("tls_key"))
 
 
 def wait_timeout_option(func: F) -> F:
@@ -190,7 +243,7 @@ def backend(
     if by_reference and not gateway:
         raise click.UsageError("--by-reference needs --gateway")
     if gateway:
-        with GatewayClient(gateway) as client:
+        with GatewayClient(gateway, tls=gateway_tls()) as client:
             max_bytes = settings.limits.max_bytes
             yield GatewayBackend(client, max_bytes, wait_timeout_s, by_reference)
         return

@@ -12,7 +12,7 @@ import numpy as np
 
 from facesearch import report
 from facesearch.calibration import calibration_for, similarity_to_distance
-from facesearch.cli.common import EXIT_PARTIAL, gateway_option
+from facesearch.cli.common import EXIT_PARTIAL, gateway_option, gateway_tls
 from facesearch.compare import largest, names_of, result_lines
 from facesearch.errors import FaceSearchError, NoFaceError, TransientError
 from facesearch.indexing import collect_inputs
@@ -135,7 +135,7 @@ def compare(
     naming = Naming(tolerance, show_distance, everyone)
     shown: list[report.ComparedImage] = []
     if gateway:
-        with GatewayClient(gateway) as client:
+        with GatewayClient(gateway, tls=gateway_tls()) as client:
             done = run_compare(
                 GatewayComparer(client), known_dir, unknown_path, naming, settings, None, shown
             )

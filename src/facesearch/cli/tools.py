@@ -19,6 +19,7 @@ from facesearch.cli.common import (
     check_gateway,
     data_dir_option,
     gateway_option,
+    gateway_tls,
     json_option,
     run_index,
 )
@@ -75,7 +76,7 @@ def lfw(
     pairs_file = pairs_file or root / "pairsDevTest.txt"
     if gateway:
         with (
-            GatewayClient(gateway) as client,
+            GatewayClient(gateway, tls=gateway_tls()) as client,
             tqdm(unit="pair", desc="comparing", disable=None, file=sys.stderr) as bar,
         ):
             report = gateway_lfw(client, root, pairs_file, lambda: bar.update(1))

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from click.testing import CliRunner
+from gateway_fakes import fake_backends, gateway_servicer
 from prometheus_client import CollectorRegistry
 from tls_certs import Authority, make_ca
 
@@ -35,6 +36,7 @@ from facesearch.rpc.tls import (
 )
 from facesearch.runtime.service import ServiceRuntime
 from facesearch.settings import EnvReader
+from facesearch_services.gateway.backends import InternalCalls
 
 SERVICE = "facesearch.v1.FaceSearch"
 STATS = StoreStats(3, 2, 33, {"ann": 2}, "w600k_mbf-test", "faces__test", "")
@@ -218,6 +220,27 @@ def test_a_list_of_addresses_is_checked_against_the_server_name(
     with open_channel(replicas, named) as channel:
         answer = api_pb2_grpc.FaceSearchStub(channel).Stats(api_pb2.StatsRequest(), timeout=5)
     assert answer.images == STATS.images
+
+
+class Context:
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def test_the_gateway_names_its_internal_settings(ca: Authority, serve: Serve) -> None:
+    """A failed internal call says which FACESEARCH_INTERNAL_TLS_* setting to check."""
+    search = serve(ServerTls(ca.server.cert, ca.server.key, ca.ca))
+    internal = {"FACESEARCH_INTERNAL_TLS_CA": str(ca.ca)}
+    gateway = gateway_servicer(fake_backends(), internal)
+    calls = InternalCalls(gateway.settings, gateway.backends.get(), Context())  # type: ignore[arg-type]
+    with open_channel(search, gateway.settings.internal_tls) as channel:
+        stats = api_pb2_grpc.FaceSearchStub(channel).Stats
+        with pytest.raises(TransientError) as caught:
+            calls.call(stats, api_pb2.StatsRequest(), "search")
+    assert str(caught.value) == (
+        "the search service: it closed the TLS connection; does it require a client "
+        "certificate (FACESEARCH_INTERNAL_TLS_CERT and FACESEARCH_INTERNAL_TLS_KEY)?"
+    )
 
 
 def refusal_of_channel(target: str, tls: ClientTls) -> str:

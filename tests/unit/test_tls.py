@@ -18,6 +18,7 @@ from tls_certs import Authority, make_ca
 from facesearch.cli.main import cli
 from facesearch.codec import api as api_codec
 from facesearch.devstack.broker import free_port
+from facesearch.devstack.stack import probe_tls
 from facesearch.errors import ConfigError, TransientError
 from facesearch.metrics import RpcMetrics
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
@@ -272,6 +273,24 @@ def test_the_health_probe_speaks_tls(
         probe_main([target, "--tls-ca", str(ca.ca), "--tls-cert", str(ca.client.cert)])
     assert refused.value.code == 2
     assert "--tls-cert is set but --tls-key is not" in capsys.readouterr().err
+
+
+def test_the_stack_probes_a_service_trusting_its_own_certificate(
+    ca: Authority, serve: Serve
+) -> None:
+    tls = ServerTls(ca.server.cert, ca.server.key, ca.ca)
+    target = serve(tls)
+    host, port = target.split(":")
+    server = ServerSettings("search", host, int(port), 0, 0.0, "", tls=tls)
+    internal = {
+        "FACESEARCH_INTERNAL_TLS_CA": str(ca.ca),
+        "FACESEARCH_INTERNAL_TLS_CERT": str(ca.client.cert),
+        "FACESEARCH_INTERNAL_TLS_KEY": str(ca.client.key),
+    }
+    probe = probe_tls(server, internal)
+    assert probe == ClientTls(ca.server.cert, ca.client.cert, ca.client.key)
+    assert check(target, tls=probe) == "NOT_SERVING"
+    assert probe_tls(ServerSettings("search", host, int(port), 0, 0.0, ""), internal) is None
 
 
 def test_the_cli_reaches_a_tls_gateway_with_its_ca(

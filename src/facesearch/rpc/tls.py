@@ -26,7 +26,6 @@ _UNTRUSTED = (
     "certificate signature failure",
     "unable to get local issuer certificate",
     "self signed certificate",
-    "certificate has expired",
 )
 _CLOSED = ("Socket closed", "Connection reset by peer", "Broken pipe")
 
@@ -153,12 +152,15 @@ def tls_error(
 
 def transport_problem(details: str, tls: ClientTls | None, names: Names = CLI_NAMES) -> str:
     """What a failed connection's ``details`` most likely mean for TLS, and what to check
-    ("" when they do not look like TLS); ``names`` are how the client's files are given."""
+    ("" when they do not look like TLS); ``names`` are how a plaintext client would give the
+    CA (a TLS client's own ``names`` say how its files were given)."""
     if tls is None:
         if not any(word in details for word in _CLOSED):
             return ""
         return f"the connection was closed; if the server uses TLS, give its CA with {names.ca}"
     names = tls.names
+    if "certificate has expired" in details:
+        return "its certificate has expired (or this machine's clock is wrong)"
     if any(word in details for word in _UNTRUSTED):
         return f"its certificate is not signed by the CA in {names.ca} ({tls.ca}); is that its CA?"
     if "Hostname Verification" in details:
@@ -173,7 +175,7 @@ def transport_problem(details: str, tls: ClientTls | None, names: Names = CLI_NA
             )
         return f"it refused the client certificate {tls.cert}; is it signed by a CA it accepts?"
     if "andshake failed" in details:
-        return f"the TLS handshake failed ({details.rsplit(': ', 2)[-2]})"
+        return f"the TLS handshake failed ({' '.join(details.split())})"
     return ""
 
 

@@ -30,6 +30,7 @@ from facesearch.cli.main import demo_photos
 from facesearch.devstack.broker import Broker, free_port, jars_ready
 from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
 from facesearch.devstack.stack import SERVICES, probe_tls
+from facesearch.errors import ConfigError
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
@@ -301,7 +302,10 @@ class ServiceProcess:
         from facesearch.rpc.health import check
 
         # Over TLS when its environment gives it a certificate, as the local stack asks.
-        tls = probe_tls(SETTINGS[self.name].from_env(self.env).server, self.env)
+        try:
+            tls = probe_tls(SETTINGS[self.name].from_env(self.env).server, self.env)
+        except ConfigError:  # the service refuses its settings too, and its exit says why
+            tls = None
         deadline = time.monotonic() + self.READY_S
         while time.monotonic() < deadline:
             assert self.process is not None

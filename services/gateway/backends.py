@@ -18,11 +18,13 @@ from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.records import Filters
 from facesearch.rpc.edge import error_from_rpc
 from facesearch.rpc.settings import GatewaySettings
+from facesearch.rpc.tls import Names, tls_error
 from facesearch.searching import Found, Queried, SeenFace
 
 from .failures import RecentIds
 
 R = TypeVar("R")
+INTERNAL_TLS = Names.of_env("FACESEARCH_INTERNAL_TLS")
 
 
 @dataclass
@@ -64,7 +66,9 @@ class InternalCalls:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 late = f"the {service} service did not answer within {limit}"
                 raise DeadlineError(late) from exc
-            raise error_from_rpc(exc, f"the {service} service") from exc
+            target = f"the {service} service"
+            tls = self.settings.internal_tls
+            raise tls_error(exc, target, tls, INTERNAL_TLS) or error_from_rpc(exc, target) from exc
 
     def detected(self, image: bytes) -> internal_pb2.DetectResponse:
         check_size(len(image), self.settings.core.limits)  # not worth sending on

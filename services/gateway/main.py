@@ -16,6 +16,7 @@ from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
 from facesearch.rpc.edge import message_options
 from facesearch.rpc.settings import GatewaySettings
+from facesearch.rpc.tls import open_channel
 from facesearch.runtime.service import ServiceRuntime, run_service
 from facesearch.searching import Found
 from facesearch.stream.worker import CLOSE_TIMEOUT_S, dlq_topic
@@ -53,7 +54,7 @@ def connect(settings: GatewaySettings, stack: ExitStack) -> Backends:
 
     def channel(addresses: str) -> grpc.Channel:
         target = grpc_target(addresses)
-        return stack.enter_context(grpc.insecure_channel(target, options=options))
+        return stack.enter_context(open_channel(target, settings.internal_tls, options))
 
     failures = RecentIds(REMEMBERED_IMAGES)
     topics = [kafka.images_topic, kafka.faces_topic, kafka.embeddings_topic]

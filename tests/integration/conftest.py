@@ -31,12 +31,14 @@ from facesearch.cli.main import demo_photos
 from facesearch.devstack.broker import Broker, free_port, jars_ready
 from facesearch.devstack.keys import keys_path
 from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
-from facesearch.devstack.stack import SERVICES
+from facesearch.devstack.stack import SERVICES, probe_tls
+from facesearch.errors import ConfigError
 from facesearch.metrics import scrape
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.rpc.client import with_api_key
+from facesearch.rpc.settings import SERVICES as SETTINGS
 from facesearch.settings import CoreSettings
 
 CLI_TIMEOUT_S = 180
@@ -310,12 +312,17 @@ class ServiceProcess:
     def wait_serving(self) -> "ServiceProcess":
         from facesearch.rpc.health import check
 
+        # Over TLS when its environment gives it a certificate, as the local stack asks.
+        try:
+            tls = probe_tls(SETTINGS[self.name].from_env(self.env).server, self.env)
+        except ConfigError:  # the service refuses its settings too, and its exit says why
+            tls = None
         deadline = time.monotonic() + self.READY_S
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 pytest.fail(f"{self.name} exited {self.process.returncode}:\n{self.log_text()}")
-            if check(self.target) == "SERVING":
+            if check(self.target, tls=tls) == "SERVING":
                 return self
             time.sleep(0.2)
         pytest.fail(f"{self.name} not SERVING after {self.READY_S} s:\n{self.log_text()}")

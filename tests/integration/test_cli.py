@@ -439,7 +439,7 @@ HELP = {
     ],
     "compare": ["--tolerance", "--show-distance", "--help"],
     "delete": ["--image", "--label", "--source-url", "--data-dir", "--json", "--help"],
-    "stats": ["--data-dir", "--json", "--help"],
+    "stats": ["--data-dir", "--json", "--gateway", "--tls-ca", "--tls-cert", "--tls-key", "--help"],
     "eval lfw": ["--root", "--pairs", "--json", "--help"],
 }
 

@@ -20,6 +20,7 @@ from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_in
 from facesearch.models import FaceModels
 from facesearch.records import Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
+from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, note_search, search_image
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
@@ -44,8 +45,9 @@ API_KEY = "facesearch.api_key"  # where --api-key leaves its value: the click co
 
 
 def gateway_option(func: F) -> F:
-    """``--gateway`` (the command's ``gateway`` argument) and ``--api-key``, which only
-    ``gateway_client`` reads."""
+    """``--gateway`` (the command's ``gateway`` argument), and ``--api-key`` and the --tls-*
+    options of a gateway, which only ``gateway_client`` reads."""
+    func = tls_options(func)
     func = click.option(
         "--api-key",
         metavar="KEY",
@@ -74,7 +76,57 @@ def gateway_client(settings: CoreSettings, target: str) -> GatewayClient:
     if not key:
         held = read_stack_key(settings.home)
         key = held.key if held is not None and held.gateway == target else None
-    return GatewayClient(target, api_key=key)
+    return GatewayClient(target, api_key=key, tls=gateway_tls())
+
+
+TLS_META = "facesearch.tls"  # where the --tls-* options leave their files (click's ctx.meta)
+TLS_OPTIONS = (
+    (
+        "--tls-ca",
+        "FACESEARCH_TLS_CA",
+        "the CA (PEM) that signed the gateway's certificate: "
+        "connect with TLS. Default: $FACESEARCH_TLS_CA.",
+    ),
+    (
+        "--tls-cert",
+        "FACESEARCH_TLS_CERT",
+        "this client's certificate (PEM), for a gateway that "
+        "requires one; needs --tls-ca and --tls-key. Default: $FACESEARCH_TLS_CERT.",
+    ),
+    (
+        "--tls-key",
+        "FACESEARCH_TLS_KEY",
+        "the key (PEM) of --tls-cert. Default: $FACESEARCH_TLS_KEY.",
+    ),
+)
+
+
+def tls_options(func: F) -> F:
+    """--tls-ca, --tls-cert and --tls-key, kept in the context rather than passed to the
+    command, so every command with --gateway takes them without parameters of its own;
+    ``gateway_tls`` reads them where the client is made."""
+    for name, envvar, text in reversed(TLS_OPTIONS):
+        func = click.option(
+            name,
+            envvar=envvar,
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_keep_tls,
+            help=f"With --gateway: {text}",
+        )(func)
+    return func
+
+
+def _keep_tls(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta.setdefault(TLS_META, {})[param.name] = value
+
+
+def gateway_tls() -> ClientTls | None:
+    """The TLS of --tls-ca, --tls-cert and --tls-key (None: plaintext), its files checked: a
+    missing or unusable one is a ConfigError naming the option."""
+    given = click.get_current_context().meta.get(TLS_META, {})
+    return client_tls(given.get("tls_ca"), given.get("tls_cert"), given.get("tls_key"))
 
 
 def wait_timeout_option(func: F) -> F:

@@ -47,6 +47,8 @@ from facesearch.rpc.settings import (
     SearchSettings,
     ServerSettings,
 )
+from facesearch.rpc.tls import ClientTls, read_client_tls
+from facesearch.settings import EnvReader
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ CONTROLLER_PORT_ENV = "FACESEARCH_STACK_KAFKA_CONTROLLER_PORT"
 READY_TIMEOUT_S = 180.0  # per component: the services load ONNX models on a small machine
 STOP_GRACE_S = 10.0  # after a service's drain seconds, before SIGKILL
 DEFAULT_DRAIN_S = 20.0  # a service's drain seconds when its environment cannot be read
+INTERNAL_TLS = "FACESEARCH_INTERNAL_TLS"  # the gateway's client TLS, also the stack's probe's
 STOPPED = "STOPPED"  # the health of a component whose process does not run
 POLL_S = 0.25
 LOG_TAIL_LINES = 20
@@ -354,7 +357,7 @@ class Stack:
         while True:
             if child.poll() is not None:
                 raise self._failure(name, f"exited with status {child.returncode} while starting")
-            status = check(target, timeout_s=1.0)
+            status = check(target, timeout_s=1.0, tls=probe_tls(server, self.env))
             if status == SERVING:
                 return
             if time.monotonic() > deadline:
@@ -475,7 +478,7 @@ class Stack:
         pid = self.service_pid(name)
         server = self.server(name, env)
         address = f"{LOOPBACK}:{server.grpc_port}"
-        health = check(address) if pid is not None else STOPPED
+        health = check(address, tls=probe_tls(server, env)) if pid is not None else STOPPED
         return ComponentStatus(
             name,
             pid,
@@ -486,6 +489,18 @@ class Stack:
             server.metrics_port,
             str(self.log_path(name)),
         )
+
+
+def probe_tls(server: ServerSettings, env: Mapping[str, str]) -> ClientTls | None:
+    """How the stack asks a service with TLS how it is: trusting the service's own certificate
+    (asked at 127.0.0.1, which the certificate must name), and presenting the gateway's client
+    certificate (FACESEARCH_INTERNAL_TLS_CERT and _KEY) if the service requires one."""
+    if server.tls is None:
+        return None
+    internal = read_client_tls(EnvReader(env), INTERNAL_TLS) if server.tls.client_ca else None
+    if internal is None:
+        return ClientTls(server.tls.cert)
+    return ClientTls(server.tls.cert, internal.cert, internal.key)
 
 
 def kind_of(name: str) -> str:

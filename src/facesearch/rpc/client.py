@@ -24,6 +24,7 @@ from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
 from facesearch.rpc import edge as rpc
+from facesearch.rpc.tls import ClientTls, open_channel, tls_error
 from facesearch.searching import Found
 from facesearch.settings import MAX_MESSAGE_BYTES
 
@@ -86,11 +87,20 @@ class GatewayClient:
     """A channel to a facesearch gateway; every gRPC failure leaves as a ``FaceSearchError``
     (the server's own error, or one line on the transport problem naming ``target``)."""
 
-    def __init__(self, target: str, timeout_s: float = 60.0, api_key: str | None = None) -> None:
-        """``api_key``: sent with every call (a gateway with keys off ignores it)."""
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 60.0,
+        api_key: str | None = None,
+        *,
+        tls: ClientTls | None = None,
+    ) -> None:
+        """``api_key``: sent with every call (a gateway with keys off ignores it); ``tls``
+        None: plaintext."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=rpc.MESSAGE_OPTIONS)
+        self.tls = tls
+        self._channel = open_channel(target, tls, rpc.MESSAGE_OPTIONS)
         channel = with_api_key(self._channel, api_key) if api_key else self._channel
         self._stub = api_pb2_grpc.FaceSearchStub(channel)
 
@@ -112,7 +122,7 @@ class GatewayClient:
         try:
             return call()
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from None
+            raise error_from_rpc(exc, self.target, self.tls) from None
 
     def index(self, items: Iterable[IndexItem]) -> list[str | FaceSearchError]:
         """Submit images in one IndexImages call: per item, the id it is queued under or the
@@ -217,9 +227,12 @@ def with_api_key(channel: grpc.Channel, api_key: str) -> grpc.Channel:
     return grpc.intercept_channel(channel, _KeyMetadata(api_key))
 
 
-def error_from_rpc(exc: grpc.RpcError, target: str) -> FaceSearchError:
-    """rpc.error_from_rpc, with details kept to one line (the CLI prints it as one)."""
-    error = rpc.error_from_rpc(exc, target)
+def error_from_rpc(
+    exc: grpc.RpcError, target: str, tls: ClientTls | None = None
+) -> FaceSearchError:
+    """rpc.error_from_rpc, with details kept to one line (the CLI prints it as one); a failed
+    TLS connection says what to check instead (the CA, the client certificate)."""
+    error = tls_error(exc, target, tls) or rpc.error_from_rpc(exc, target)
     return type(error)(" ".join(str(error).split()))
 
 

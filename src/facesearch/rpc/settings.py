@@ -5,9 +5,10 @@ set the same names).
 Shared names: ``FACESEARCH_KAFKA_BOOTSTRAP`` (required), ``FACESEARCH_TOPIC_*``,
 ``FACESEARCH_KAFKA_MAX_MESSAGE_BYTES``, the core's ``FACESEARCH_*`` model and limit names,
 ``QDRANT_URL`` / ``QDRANT_PATH``. Per service ``<S>`` (DETECTOR, EMBEDDER, SEARCH, GATEWAY):
-``FACESEARCH_<S>_HOST``, ``_GRPC_PORT``, ``_METRICS_PORT``, ``_DRAIN_SECONDS``, and for the
-three consumers ``_GROUP``; ``FACESEARCH_GRPC_MAX_MESSAGE_BYTES`` for every gRPC server (and
-the gateway's channels to the others).
+``FACESEARCH_<S>_HOST``, ``_GRPC_PORT``, ``_METRICS_PORT``, ``_DRAIN_SECONDS``, ``_TLS_CERT``,
+``_TLS_KEY`` and ``_TLS_CLIENT_CA`` (``rpc.tls``), and for the three consumers ``_GROUP``;
+``FACESEARCH_GRPC_MAX_MESSAGE_BYTES`` for every gRPC server (and the gateway's channels to the
+others), and the gateway's ``FACESEARCH_INTERNAL_TLS_*`` for those channels.
 """
 
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from facesearch.errors import ConfigError
+from facesearch.rpc.tls import ClientTls, ServerTls, read_client_tls, read_server_tls
 from facesearch.settings import MAX_MESSAGE_BYTES, CoreSettings, EnvReader
 
 
@@ -59,6 +61,7 @@ class ServerSettings:
     group_id: str  # its Kafka consumer group ("" for the gateway, which consumes nothing)
     # The largest gRPC message it receives or sends (gRPC's own default is 4 MiB).
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    tls: ServerTls | None = None  # None: plaintext
 
     @property
     def grpc_address(self) -> str:
@@ -77,6 +80,7 @@ def _server(reader: EnvReader, name: str, grpc_port: int, metrics_port: int) -> 
         max_message_bytes=reader.limit(
             "FACESEARCH_GRPC_MAX_MESSAGE_BYTES", ServerSettings.max_message_bytes, int
         ),
+        tls=read_server_tls(reader, prefix.rstrip("_")),
     )
 
 
@@ -169,6 +173,9 @@ class GatewaySettings(_ServiceSettings):
     # The API keys it accepts (access.KeyFile); None only with FACESEARCH_GATEWAY_AUTH=off,
     # a development stack where every caller may do everything.
     keys_file: Path | None = None
+    # How it reaches the internal services: FACESEARCH_INTERNAL_TLS_CA (their CA), _CERT and
+    # _KEY (its client certificate, if they require one), _SERVER_NAME; None: plaintext.
+    internal_tls: ClientTls | None = None
 
     @classmethod
     def _own(cls, reader: EnvReader) -> dict[str, Any]:
@@ -188,6 +195,7 @@ class GatewaySettings(_ServiceSettings):
                 "FACESEARCH_GATEWAY_MAX_IMAGES_PER_CALL", cls.max_images_per_call, int
             ),
             "keys_file": _keys_file(reader),
+            "internal_tls": read_client_tls(reader, "FACESEARCH_INTERNAL_TLS"),
         }
 
 

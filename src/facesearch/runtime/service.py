@@ -28,6 +28,7 @@ from facesearch.errors import ConfigError
 from facesearch.metrics import RpcMetrics, StreamMetrics
 from facesearch.rpc.edge import MetricsInterceptor, message_options
 from facesearch.rpc.settings import KafkaSettings, ServerSettings
+from facesearch.rpc.tls import server_credentials
 from facesearch.stream.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,16 @@ class ServiceRuntime:
         *,
         reflection: bool = False,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        metrics: RpcMetrics | None = None,
     ) -> None:
-        """``interceptors`` run inside the metrics one, which so counts what they refuse."""
+        """``interceptors`` run inside the metrics one, which so counts what they refuse;
+        ``metrics`` default to the process's registry (one runtime per process): a test
+        running several runtimes gives each its own."""
         self.settings = settings
         self.services = services  # full names, e.g. "facesearch.v1.Detector"
         self.server = grpc.server(
             ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix=f"{settings.name}-grpc"),
-            interceptors=[MetricsInterceptor(RpcMetrics()), *interceptors],
+            interceptors=[MetricsInterceptor(metrics or RpcMetrics()), *interceptors],
             options=message_options(settings.max_message_bytes),
         )
         self.health = health.HealthServicer()
@@ -72,7 +76,7 @@ class ServiceRuntime:
             names = [*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME]
             reflection.enable_server_reflection(names, self.server)
         address = self.settings.grpc_address
-        if self.server.add_insecure_port(address) == 0:
+        if self._listen(address) == 0:
             raise ConfigError(f"{self.settings.name}: cannot listen for gRPC on {address}")
         try:
             start_http_server(self.settings.metrics_port, addr=self.settings.host)
@@ -85,9 +89,25 @@ class ServiceRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         log.info(
-            "%s listening: gRPC %s, metrics :%d",
-            *(self.settings.name, address, self.settings.metrics_port),
+            "%s listening: gRPC %s (%s), metrics :%d",
+            *(self.settings.name, address, self._transport(), self.settings.metrics_port),
         )
+
+    def _listen(self, address: str) -> int:
+        """The port bound at ``address``, with TLS when the settings give a certificate."""
+        tls = self.settings.tls
+        if tls is None:
+            return self.server.add_insecure_port(address)
+        try:
+            return self.server.add_secure_port(address, server_credentials(tls))
+        except RuntimeError:  # gRPC's only word for a port it could not bind
+            return 0
+
+    def _transport(self) -> str:
+        tls = self.settings.tls
+        if tls is None:
+            return "plaintext"
+        return "TLS, client certificates required" if tls.client_ca else "TLS"
 
     def serve(self, worker: StreamWorker | None = None) -> int:
         """SERVING until a stop signal (or the worker fails); returns the exit status."""

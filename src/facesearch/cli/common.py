@@ -13,10 +13,11 @@ import click
 from tqdm import tqdm
 
 from facesearch.calibration import calibration_for, mismatch
+from facesearch.erasure import erase
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
-from facesearch.records import Filters, Selector, StoreStats
+from facesearch.records import Erasure, Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.searching import Found, LocalSteps, search_image
 from facesearch.settings import CoreSettings
@@ -80,7 +81,7 @@ class Backend(Protocol):
         self, data: bytes, top_k: int, threshold: float | None, filters: Filters
     ) -> Found: ...
 
-    def delete(self, selector: Selector) -> tuple[int, int]: ...
+    def delete(self, selector: Selector) -> Erasure: ...
 
     def stats(self) -> StoreStats: ...
 
@@ -108,8 +109,8 @@ class EmbeddedBackend:
         steps = LocalSteps(self.models, self.store, self.settings)
         return search_image(steps, data, top_k, threshold, filters, self.calibration)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
-        return self.store.delete(selector)
+    def delete(self, selector: Selector) -> Erasure:
+        return erase(self.store, selector, self.settings.tombstone_keep)
 
     def stats(self) -> StoreStats:
         return self.store.stats()
@@ -142,7 +143,7 @@ class GatewayBackend:
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         return self.client.search(data, top_k, threshold, filters)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
+    def delete(self, selector: Selector) -> Erasure:
         return self.client.delete(selector)
 
     def stats(self) -> StoreStats:

@@ -34,6 +34,7 @@ from typing import Any
 from facesearch.devstack.broker import Broker, free_port
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.devstack.qdrant import QdrantServer, require_binary
+from facesearch.devstack.topics import ensure_images_topic, images_topic
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.rpc.health import SERVING, UNREACHABLE, check
 from facesearch.rpc.settings import (
@@ -246,6 +247,7 @@ class Stack:
                 if self.use_qdrant_server:
                     self._ensure_qdrant(timeout_s, report, started)
                 env = self.compose_env(bootstrap)
+                ensure_images_topic(bootstrap, images_topic(env))
                 for name in self.instances():
                     if self.service_pid(name) is None:
                         own = self.instance_env(name, env)

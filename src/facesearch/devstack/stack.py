@@ -247,7 +247,6 @@ class Stack:
                 if self.use_qdrant_server:
                     self._ensure_qdrant(timeout_s, report, started)
                 env = self.compose_env(bootstrap)
-                ensure_images_topic(bootstrap, images_topic(env))
                 for name in self.instances():
                     if self.service_pid(name) is None:
                         own = self.instance_env(name, env)
@@ -258,11 +257,13 @@ class Stack:
         return started
 
     def _ensure_kafka(self, timeout_s: float, report: Progress, started: list[str]) -> str:
+        """The broker running, and the images topic kept only as long as the pipeline needs
+        (``topics``; every other topic is auto-created with the broker's defaults)."""
         broker = self.broker()
-        if broker.running_pid() is not None:
-            return broker.bootstrap
-        self._broker = broker
-        self._launch(KAFKA, broker, timeout_s, report, started)
+        if broker.running_pid() is None:
+            self._broker = broker
+            self._launch(KAFKA, broker, timeout_s, report, started)
+        ensure_images_topic(broker.bootstrap, images_topic(self.env))
         return broker.bootstrap
 
     def _check_replicas(self) -> None:

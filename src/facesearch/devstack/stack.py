@@ -34,7 +34,7 @@ from typing import Any
 from facesearch.devstack.broker import Broker, free_port
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.devstack.qdrant import QdrantServer, require_binary
-from facesearch.devstack.topics import ensure_images_topic, images_topic
+from facesearch.devstack.topics import ensure_short_lived, short_lived_topics
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.rpc.health import SERVING, UNREACHABLE, check
 from facesearch.rpc.settings import (
@@ -257,13 +257,13 @@ class Stack:
         return started
 
     def _ensure_kafka(self, timeout_s: float, report: Progress, started: list[str]) -> str:
-        """The broker running, and the images topic kept only as long as the pipeline needs
-        (``topics``; every other topic is auto-created with the broker's defaults)."""
+        """The broker running, and the images and faces topics kept only as long as the pipeline
+        needs (``topics``; the others are auto-created with the broker's defaults)."""
         broker = self.broker()
         if broker.running_pid() is None:
             self._broker = broker
             self._launch(KAFKA, broker, timeout_s, report, started)
-        ensure_images_topic(broker.bootstrap, images_topic(self.env))
+        ensure_short_lived(broker.bootstrap, short_lived_topics(self.env))
         return broker.bootstrap
 
     def _check_replicas(self) -> None:

@@ -19,7 +19,7 @@ from facesearch.faces import DetectedFace
 from facesearch.metrics import WorkMetrics
 from facesearch.payloads import from_microseconds, to_microseconds
 from facesearch.pipeline import AnalyzedImage
-from facesearch.proto.v1 import api_pb2
+from facesearch.proto.v1 import api_pb2, events_pb2
 from facesearch.records import ImageMeta, Selector, Tombstone
 from facesearch.store import QdrantFaceStore
 from facesearch.stream.handlers import store_handler
@@ -228,3 +228,25 @@ def test_the_handler_removes_an_image_a_delete_covered_while_it_was_being_writte
     assert len(checks) == 2
     assert store.get_image(IMAGE) is None
     assert store.stats().faces == 0
+
+
+def frame(sample: int, submitted: datetime, last: bool = False) -> bytes:
+    event = events_pb2.EmbeddingsEvent.FromString(embeddings(submitted))
+    event.frame.CopyFrom(events_pb2.VideoFrame(ms=sample * 500, sample=sample, last=last))
+    return event.SerializeToString()
+
+
+def test_a_video_deleted_while_its_frames_arrive_keeps_none_of_them(
+    store: QdrantFaceStore,
+) -> None:
+    save = store_handler(store, erased=TombstoneCheck(store, KEEP, Clock(T)))
+    submitted = T - timedelta(minutes=1)
+    save(b"k", frame(0, submitted))
+    assert len(store.staged_frames(IMAGE)) == 1
+
+    store.delete(Selector(label="ann"), at=T)  # by label: the staged frames carry none
+    save(b"k", frame(1, submitted))
+    save(b"k", frame(2, submitted, last=True))
+
+    assert store.staged_frames(IMAGE) == []
+    assert store.get_image(IMAGE) is None

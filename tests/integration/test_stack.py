@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from test_stack_topics import topic_configs
+
 from facesearch.devstack.stack import KAFKA, QDRANT, SERVICES
 
 UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
@@ -110,6 +112,13 @@ def test_up_index_search_status_down(
             )
 
         assert run(stack_env, "stack", "up").returncode == 0  # already up: leaves it alone
+        # Raw photos and face crops are kept a day, not the broker's default week.
+        bootstrap = f"127.0.0.1:{stack_env['FACESEARCH_STACK_KAFKA_PORT']}"
+        kept = topic_configs(bootstrap, ["facesearch.images.v1", "facesearch.faces.v1"])
+        assert {topic: config["retention.ms"] for topic, config in kept.items()} == {
+            "facesearch.images.v1": "86400000",
+            "facesearch.faces.v1": "86400000",
+        }
         status = run(stack_env, "stack", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         probe = subprocess.run(

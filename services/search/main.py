@@ -3,6 +3,7 @@ SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only
 
 import logging
 
+from facesearch.erasure import TombstoneCheck
 from facesearch.errors import StoreError
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
@@ -24,7 +25,7 @@ def serve() -> int:
     settings = SearchSettings.from_env()
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME])
     metrics = WorkMetrics()
-    servicer = SearchServicer(metrics)
+    servicer = SearchServicer(metrics, settings.core.tombstone_keep)
     internal_pb2_grpc.add_SearchIndexServicer_to_server(servicer, runtime.server)
     runtime.start()
     store = open_store(settings.core, runtime)
@@ -32,6 +33,8 @@ def serve() -> int:
         runtime.server.stop(grace=None)
         return 0
     try:
+        erased = TombstoneCheck(store, settings.core.tombstone_keep)
+        erased.prune()  # tombstones of deletes older than the longest topic retention
         servicer.store.set(store)
         kafka = settings.kafka
         worker = stream_worker(
@@ -39,7 +42,7 @@ def serve() -> int:
             kafka,
             kafka.embeddings_topic,
             "",
-            handler=store_handler(store, metrics=metrics),
+            handler=store_handler(store, metrics=metrics, erased=erased),
         )
         return runtime.serve(worker)
     finally:

@@ -185,6 +185,14 @@ class WorkMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
             registry=registry,
         )
+        self.events_erased = Counter(
+            "facesearch_events_erased_total",
+            "EmbeddingsEvents the search service did not keep because a Delete's tombstone "
+            "covers them (submitted at or before a Delete of their image id, label or source), "
+            "by the selector's field.",
+            ["field"],
+            registry=registry,
+        )
         self.search_matches = Histogram(
             "facesearch_search_matches",
             "Matches returned for one query face of a Search call, observed by the gateway.",

@@ -15,10 +15,11 @@ from tqdm import tqdm
 from facesearch.audit import AUDIT_FILE, AuditFile, audited
 from facesearch.calibration import calibration_for, mismatch
 from facesearch.devstack.keys import read_stack_key
+from facesearch.erasure import erase
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
-from facesearch.records import Filters, Selector, StoreStats
+from facesearch.records import Erasure, Filters, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, note_search, search_image
@@ -160,7 +161,7 @@ class Backend(Protocol):
         self, data: bytes, top_k: int, threshold: float | None, filters: Filters
     ) -> Found: ...
 
-    def delete(self, selector: Selector) -> tuple[int, int]: ...
+    def delete(self, selector: Selector) -> Erasure: ...
 
     def stats(self) -> StoreStats: ...
 
@@ -200,11 +201,11 @@ class EmbeddedBackend:
             note_search(note, found)
         return found
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
+    def delete(self, selector: Selector) -> Erasure:
         with audited(self.audit, "Delete") as note:
-            images, faces = self.store.delete(selector)
-            note.results = faces
-        return images, faces
+            erased = erase(self.store, selector, self.settings.tombstone_keep)
+            note.results = erased.faces
+        return erased
 
     def stats(self) -> StoreStats:
         with audited(self.audit, "Stats"):
@@ -238,7 +239,7 @@ class GatewayBackend:
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         return self.client.search(data, top_k, threshold, filters)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
+    def delete(self, selector: Selector) -> Erasure:
         return self.client.delete(selector)
 
     def stats(self) -> StoreStats:

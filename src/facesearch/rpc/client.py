@@ -22,7 +22,7 @@ from facesearch.errors import (
 from facesearch.ids import image_id as compute_image_id
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-from facesearch.records import Box, Filters, ImageRecord, Selector, StoreStats
+from facesearch.records import Box, Erasure, Filters, ImageRecord, Selector, StoreStats
 from facesearch.rpc import edge as rpc
 from facesearch.rpc.tls import ClientTls, open_channel, tls_error
 from facesearch.searching import Found
@@ -178,11 +178,11 @@ class GatewayClient:
                 similarity[row[pair.a_index]][column[pair.b_index]] = pair.similarity
         return Comparison(faces_a, faces_b, similarity, _float32(got.threshold), got.model)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
-        """(images, faces) deleted."""
+    def delete(self, selector: Selector) -> Erasure:
+        """The receipt of the delete: what was removed, when, under which receipt id."""
         request = api_codec.selector_to_proto(selector)
         got = self._call(lambda: self._stub.Delete(request, timeout=self.timeout_s))
-        return got.images, got.faces
+        return api_codec.erasure_from_proto(got)
 
     def stats(self) -> StoreStats:
         request = api_pb2.StatsRequest()

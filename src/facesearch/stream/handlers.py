@@ -4,14 +4,17 @@ their crops in one model call. Each wraps the same core functions the embedded C
 none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
 
+import logging
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC
 
 import numpy as np
 from prometheus_client import Histogram
 
 from facesearch.codec import events as event_codec
+from facesearch.erasure import TombstoneCheck
 from facesearch.errors import BadMessageError, StoreError, TransientError
 from facesearch.faces import embed_faces
 from facesearch.ids import image_id
@@ -19,6 +22,7 @@ from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels, file_model_id
 from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
+from facesearch.records import Selector, Tombstone
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
 from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
@@ -26,6 +30,7 @@ from facesearch.stream.worker import BatchHandler, Handler, Message, Outcome
 from facesearch.tracking import TrackerSettings
 from facesearch.uris import read_uri
 
+log = logging.getLogger(__name__)
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
 
@@ -115,11 +120,15 @@ def store_handler(
     *,
     metrics: WorkMetrics | None = None,
     tracking: TrackerSettings | None = None,
+    erased: TombstoneCheck | None = None,
 ) -> Handler:
     """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes (a video's
-    frames are kept until its last, then tracked: ``video_events.take_frame``)."""
+    frames are kept until its last, then tracked: ``video_events.take_frame``). An event that a
+    Delete's tombstone covers is dropped (``erasure``); checked again once written, since a
+    Delete answered by another replica in between would otherwise miss it."""
     timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
     tracking = tracking or TrackerSettings()
+    erased = erased or TombstoneCheck(store, CoreSettings().tombstone_keep)
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = event_codec.parse(events_pb2.EmbeddingsEvent, value)
@@ -130,11 +139,12 @@ def store_handler(
             )
         try:
             with _timed(timer):
-                if event.HasField("frame"):
-                    if not take_frame(store, event, tracking):
-                        return []  # a frame kept; the video is not stored yet
-                else:
-                    store.put_images([event_codec.records_from_embeddings(event, store.dim)])
+                if _drop_erased(store, event, erased, metrics):
+                    return []
+                if not _write(store, event, tracking):
+                    return []  # a frame kept: the video is not stored yet
+                if _unwrite_erased(store, event, erased, metrics):
+                    return []
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         if metrics and event.HasField("submitted_at"):
@@ -143,3 +153,70 @@ def store_handler(
         return []
 
     return handle
+
+
+def _write(store: FaceStore, event: events_pb2.EmbeddingsEvent, tracking: TrackerSettings) -> bool:
+    """Store the event; False for a video frame kept until the video's last."""
+    if event.HasField("frame"):
+        return take_frame(store, event, tracking)
+    store.put_images([event_codec.records_from_embeddings(event, store.dim)])
+    return True
+
+
+def _covering(event: events_pb2.EmbeddingsEvent, erased: TombstoneCheck) -> Tombstone | None:
+    submitted = (
+        event.submitted_at.ToDatetime(tzinfo=UTC) if event.HasField("submitted_at") else None
+    )
+    return erased(event.image_id, event_codec.meta_from_proto(event.meta), submitted)
+
+
+def _drop_erased(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    erased: TombstoneCheck,
+    metrics: WorkMetrics | None,
+) -> bool:
+    """Whether a tombstone covers the event, which is then not written (nor a video's frames
+    kept so far)."""
+    tombstone = _covering(event, erased)
+    if tombstone is None:
+        return False
+    if event.HasField("frame"):
+        store.drop_staged(event.image_id)
+    _count_erased(event, tombstone, metrics, "dropped")
+    return True
+
+
+def _unwrite_erased(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    erased: TombstoneCheck,
+    metrics: WorkMetrics | None,
+) -> bool:
+    """Delete what was just written if a Delete covering it came meanwhile (True then)."""
+    tombstone = _covering(event, erased)
+    if tombstone is None:
+        return False
+    store.delete(Selector(image_id=event.image_id), at=tombstone.deleted_at)
+    _count_erased(event, tombstone, metrics, "removed again once written")
+    return True
+
+
+def _count_erased(
+    event: events_pb2.EmbeddingsEvent,
+    tombstone: Tombstone,
+    metrics: WorkMetrics | None,
+    what: str,
+) -> None:
+    # The image id and the receipt, never the selector's value (a label names a person).
+    log.info(
+        "%s %s, submitted %s: erased by delete %s (by %s at %s)",
+        what,
+        event.image_id,
+        event.submitted_at.ToJsonString() if event.HasField("submitted_at") else "(unknown)",
+        tombstone.receipt_id,
+        tombstone.field,
+        tombstone.deleted_at.isoformat(),
+    )
+    if metrics is not None:
+        metrics.events_erased.labels(tombstone.field).inc()

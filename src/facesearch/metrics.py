@@ -132,6 +132,8 @@ class AccessMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("written", "lost"):  # both series from the start, at 0
+            self.audit_records.labels(outcome)
         self.key_reload_failures = Counter(
             "facesearch_gateway_key_reload_failures_total",
             "Times the keys file changed into something unreadable (the keys read before "

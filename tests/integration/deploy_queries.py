@@ -154,7 +154,12 @@ def known_metric_names() -> set[str]:
     ``_bucket``... included), prometheus_client's process and Python collectors, what
     Prometheus writes itself, and what the rule files record."""
     registry = CollectorRegistry()
-    for recorder in (metrics.StreamMetrics, metrics.RpcMetrics, metrics.WorkMetrics):
+    for recorder in (
+        metrics.StreamMetrics,
+        metrics.RpcMetrics,
+        metrics.WorkMetrics,
+        metrics.AccessMetrics,
+    ):
         recorder(registry)
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)

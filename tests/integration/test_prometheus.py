@@ -139,8 +139,17 @@ def prometheus(local_stack: dict[str, dict[str, Any]], tmp_path: Path) -> Iterat
 
 def exercise(run: Run, env: dict[str, str], stack: dict[str, Any], demo: dict[str, Path]) -> None:
     """Index the sample photos in two rounds and search twice, a few scrapes apart (so every
-    series grows after it first appears), and send the detector one poison record."""
+    series grows after it first appears), and send the detector one poison record; search
+    past a key's quota and call without a valid key."""
     gateway = stack["gateway"]["address"]
+    made = run(env, "keys", "create", "--scopes", "search", "--rps", "0.01",
+               "--searches-per-day", "100", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    limited = json.loads(made.stdout)["key"]
+    for _ in range(2):  # the second is over the quota
+        run(env, "search", "--gateway", gateway, "--api-key", limited, demo["yaoming"])
+        time.sleep(2.5)
+    assert run(env, "stats", "--gateway", gateway, "--api-key", "fs_bad").returncode == 1
     for photos in (["players"], ["gdp", "t1"]):
         done = run(env, "index", "--gateway", gateway, "--json", *(demo[p] for p in photos))
         assert done.returncode == 0, done.stdout + done.stderr

@@ -30,7 +30,7 @@ from facesearch.audit import AuditRecord, now
 from facesearch.errors import QuotaError, RefusedError, UnauthenticatedError
 from facesearch.metrics import AccessMetrics
 from facesearch.quotas import NO_LIMITS, Limits, QuotaBook
-from facesearch.rpc.edge import status_of
+from facesearch.rpc.edge import Behaviour, WrappingInterceptor, status_of
 
 logger = logging.getLogger(__name__)
 
@@ -154,26 +154,19 @@ class Gate:
         return _Guard(self, service)
 
 
-class _Guard(grpc.ServerInterceptor):
+class _Guard(WrappingInterceptor):
     def __init__(self, gate: Gate, service: str) -> None:
         self.gate = gate
         self.service = service
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], "grpc.RpcMethodHandler[Any, Any] | None"],
-        details: grpc.HandlerCallDetails,
-    ) -> "grpc.RpcMethodHandler[Any, Any] | None":
-        handler = continuation(details)
-        service, _, method = details.method.strip("/").partition("/")
-        if handler is None or service != self.service:
-            return handler
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._guarded(handler.unary_unary, method))  # type: ignore[attr-defined,no-any-return]
-        if handler.stream_unary is not None:
-            behaviour = self._streamed(handler.stream_unary, method)
-            return handler._replace(stream_unary=self._guarded(behaviour, method))  # type: ignore[attr-defined,no-any-return]
-        return handler
+    def covers(self, method: str) -> bool:
+        return method.startswith(f"/{self.service}/")
+
+    def wrap(self, behaviour: Behaviour, method: str, streaming: bool) -> Behaviour:
+        short = method.rpartition("/")[2]
+        if streaming:
+            behaviour = self._streamed(behaviour, short)
+        return self._guarded(behaviour, short)
 
     def _guarded(
         self, behaviour: Callable[[Any, Any], Any], method: str

@@ -29,7 +29,6 @@ from PIL import Image
 from facesearch.access import KeyFile
 from facesearch.cli.main import demo_photos
 from facesearch.devstack.broker import Broker, free_port, jars_ready
-from facesearch.devstack.keys import keys_path
 from facesearch.devstack.qdrant import SHARED_BINARY, QdrantServer, find_binary
 from facesearch.devstack.stack import SERVICES, probe_tls
 from facesearch.errors import ConfigError
@@ -137,9 +136,15 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def admin_key(home: Path) -> str:
-    """An admin API key in ``home``'s keys file (the one this test's gateway reads)."""
-    return KeyFile(keys_path(home)).create("test admin", ["admin"], [])[1]
+def keys_file(home: Path) -> Path:
+    """The keys file of this test's gateway (beside ``home``, which holds only the index)."""
+    return home.parent / "keys" / "keys.jsonl"
+
+
+@pytest.fixture
+def admin_key(keys_file: Path) -> str:
+    """An admin API key in ``keys_file``."""
+    return KeyFile(keys_file).create("test admin", ["admin"], [])[1]
 
 
 @pytest.fixture
@@ -345,7 +350,7 @@ class ServiceProcess:
 
 
 @pytest.fixture
-def service_env(kafka: KafkaTool, home: Path, admin_key: str) -> dict[str, str]:
+def service_env(kafka: KafkaTool, home: Path, keys_file: Path, admin_key: str) -> dict[str, str]:
     """The environment of this test's services: the session's broker, this test's own topics
     and consumer groups, its own index folder, a folder they may read images by URI from
     (``FACESEARCH_URI_ROOTS``, beside ``home``), and the keys file holding ``admin_key``."""
@@ -361,7 +366,7 @@ def service_env(kafka: KafkaTool, home: Path, admin_key: str) -> dict[str, str]:
             "FACESEARCH_TOPIC_FACES": f"{base}.faces",
             "FACESEARCH_TOPIC_EMBEDDINGS": f"{base}.embeddings",
             "FACESEARCH_URI_ROOTS": str(by_reference),
-            "FACESEARCH_GATEWAY_KEYS_FILE": str(keys_path(home)),
+            "FACESEARCH_GATEWAY_KEYS_FILE": str(keys_file),
         }
     )
     for name in ("detector", "embedder", "search"):

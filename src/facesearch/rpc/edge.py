@@ -124,11 +124,18 @@ class Pending(Generic[T]):
         return self._value
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts every request by method and status code, and times it."""
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
-    def __init__(self, metrics: RpcMetrics) -> None:
-        self.metrics = metrics
+
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """A server interceptor that wraps the behaviour of each unary or client-streaming method
+    it ``covers`` (the only kinds the services have) in what ``wrap`` makes of it."""
+
+    def covers(self, method: str) -> bool:
+        return True
+
+    def wrap(self, behaviour: Behaviour, method: str, streaming: bool) -> Behaviour:
+        raise NotImplementedError
 
     def intercept_service(
         self,
@@ -136,14 +143,25 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> "grpc.RpcMethodHandler[Any, Any] | None":
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
         method = handler_call_details.method
+        if handler is None or not self.covers(method):
+            return handler
         for kind in ("unary_unary", "stream_unary"):
             behaviour = getattr(handler, kind)
             if behaviour is not None:
-                return handler._replace(**{kind: self._timed(behaviour, method)})  # type: ignore[attr-defined,no-any-return]
+                wrapped = self.wrap(behaviour, method, kind == "stream_unary")
+                return handler._replace(**{kind: wrapped})  # type: ignore[attr-defined,no-any-return]
         return handler
+
+
+class MetricsInterceptor(WrappingInterceptor):
+    """Counts every request by method and status code, and times it."""
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self.metrics = metrics
+
+    def wrap(self, behaviour: Behaviour, method: str, streaming: bool) -> Behaviour:
+        return self._timed(behaviour, method)
 
     def _timed(
         self, behaviour: Callable[[Any, Any], Any], method: str

@@ -28,6 +28,7 @@ from facesearch.store import (
     FaceStore,
     QdrantFaceStore,
     faces_collection_name,
+    optouts_collection_name,
 )
 from facesearch.stores import Copied, copy_index
 
@@ -421,7 +422,12 @@ def test_a_refused_open_leaves_the_index_as_it_was(
         aliases = again.aliases()
     finally:
         again.close()
-    assert names == {faces_collection_name("model-a"), IMAGES_COLLECTION, FRAMES_COLLECTION}
+    assert names == {
+        faces_collection_name("model-a"),
+        IMAGES_COLLECTION,
+        FRAMES_COLLECTION,
+        optouts_collection_name("model-a"),
+    }
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
 
 
@@ -568,7 +574,12 @@ def test_stores_opening_one_empty_server_at_once_all_succeed(
         aliases = set(stores[0].aliases())
         for store in stores:
             store.close()
-        assert names == {stores[0].collection, IMAGES_COLLECTION, FRAMES_COLLECTION}
+        assert names == {
+            stores[0].collection,
+            IMAGES_COLLECTION,
+            FRAMES_COLLECTION,
+            optouts_collection_name(face_models.model_id),
+        }
         assert aliases == {FACES_ALIAS}
     wipe(url)
 

@@ -3,9 +3,11 @@ SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only
 
 import logging
 
+from facesearch.calibration import calibration_for
 from facesearch.errors import StoreError
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
+from facesearch.optout import OptOutCheck
 from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.rpc.settings import SearchSettings
 from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
@@ -32,6 +34,8 @@ def serve() -> int:
         runtime.server.stop(grace=None)
         return 0
     try:
+        optouts = optout_check(settings.core, store)
+        servicer.optouts.set(optouts)
         servicer.store.set(store)
         kafka = settings.kafka
         worker = stream_worker(
@@ -39,11 +43,18 @@ def serve() -> int:
             kafka,
             kafka.embeddings_topic,
             "",
-            handler=store_handler(store, metrics=metrics),
+            handler=store_handler(store, metrics=metrics, optouts=optouts),
         )
         return runtime.serve(worker)
     finally:
         store.close()
+
+
+def optout_check(core: CoreSettings, store: FaceStore) -> OptOutCheck:
+    """The opt-out gallery as this replica checks it, matched at the threshold of the
+    calibration the CLI and the gateway read (FACESEARCH_CALIBRATION, else the bundled one)."""
+    calibration = calibration_for(core.calibration, store.model_id)
+    return OptOutCheck(store, calibration, store.dim)
 
 
 def open_store(core: CoreSettings, runtime: ServiceRuntime) -> FaceStore | None:

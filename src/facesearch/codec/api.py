@@ -11,10 +11,12 @@ from facesearch.errors import BadMessageError
 from facesearch.identities import FacePeople, Person
 from facesearch.proto.v1 import api_pb2
 from facesearch.records import (
+    Erasure,
     FaceRecord,
     Filters,
     ImageRecord,
     Match,
+    OptOut,
     Rejection,
     Selector,
     StoreStats,
@@ -267,3 +269,24 @@ def stats_from_proto(stats: api_pb2.StatsResponse) -> StoreStats:
         stats.collection,
         stats.location,
     )
+
+
+def optout_to_proto(entry: OptOut) -> api_pb2.OptOutEntry:
+    return api_pb2.OptOutEntry(
+        optout_id=entry.optout_id, note=entry.note, created_at=entry.created_at, model=entry.model
+    )
+
+
+def optout_from_proto(entry: api_pb2.OptOutEntry) -> OptOut:
+    """An entry as the API gives it: without its vector."""
+    return OptOut(entry.optout_id, [], entry.note, entry.created_at, entry.model)
+
+
+def erasure_to_proto(erasure: Erasure) -> api_pb2.Erasure:
+    return api_pb2.Erasure(
+        faces=erasure.faces, images=erasure.images, collections=list(erasure.collections)
+    )
+
+
+def erasure_from_proto(erasure: api_pb2.Erasure) -> Erasure:
+    return Erasure(erasure.faces, erasure.images, tuple(erasure.collections))

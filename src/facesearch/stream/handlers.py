@@ -4,6 +4,7 @@ their crops in one model call. Each wraps the same core functions the embedded C
 none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
 
+import functools
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -17,8 +18,10 @@ from facesearch.faces import embed_faces
 from facesearch.ids import image_id
 from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels, file_model_id
+from facesearch.optout import OptOutCheck, screen_records
 from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
+from facesearch.records import FaceRecord, ImageRecord
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
 from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
@@ -110,14 +113,30 @@ def _split(
     return outcomes
 
 
+def _screened(
+    records: tuple[ImageRecord, list[FaceRecord]],
+    optouts: OptOutCheck | None,
+    metrics: WorkMetrics | None,
+) -> tuple[ImageRecord, list[FaceRecord]]:
+    """The image's records without the faces that match an opt-out (counted)."""
+    if optouts is None:
+        return records
+    image, faces = screen_records(*records, optouts.gallery())
+    if metrics is not None and len(faces) < len(records[1]):
+        metrics.optout_faces.labels("kept_out").inc(len(records[1]) - len(faces))
+    return image, faces
+
+
 def store_handler(
     store: FaceStore,
     *,
     metrics: WorkMetrics | None = None,
     tracking: TrackerSettings | None = None,
+    optouts: OptOutCheck | None = None,
 ) -> Handler:
     """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes (a video's
-    frames are kept until its last, then tracked: ``video_events.take_frame``)."""
+    frames are kept until its last, then tracked: ``video_events.take_frame``); an image's
+    faces that match an opt-out are left out (``optout.screen_records``)."""
     timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
     tracking = tracking or TrackerSettings()
 
@@ -131,10 +150,12 @@ def store_handler(
         try:
             with _timed(timer):
                 if event.HasField("frame"):
-                    if not take_frame(store, event, tracking):
+                    screen = functools.partial(_screened, optouts=optouts, metrics=metrics)
+                    if not take_frame(store, event, tracking, screen):
                         return []  # a frame kept; the video is not stored yet
                 else:
-                    store.put_images([event_codec.records_from_embeddings(event, store.dim)])
+                    records = event_codec.records_from_embeddings(event, store.dim)
+                    store.put_images([_screened(records, optouts, metrics)])
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         if metrics and event.HasField("submitted_at"):

@@ -44,6 +44,9 @@ OTHER_SCOPE = {
     "Compare": "index",
     "Delete": "search",
     "Stats": "search",
+    "OptOut": "delete",
+    "ListOptOuts": "search",
+    "RemoveOptOut": "delete",
 }
 
 
@@ -95,8 +98,17 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
 
 
 def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSearchStub], Any]]:
-    """One valid call of every public method."""
-    photo = demo["gdp"].read_bytes()
+    """One valid call of every public method (in this order: RemoveOptOut removes what
+    OptOut added)."""
+    photo, face = demo["gdp"].read_bytes(), demo["yaoming"].read_bytes()
+    added: list[str] = []  # the opt-out OptOut made (by the admin), which RemoveOptOut removes
+
+    def opt_out(stub: api_pb2_grpc.FaceSearchStub) -> None:
+        added.append(stub.OptOut(api_pb2.OptOutRequest(image=face)).entry.optout_id)
+
+    def remove(stub: api_pb2_grpc.FaceSearchStub) -> Any:
+        return stub.RemoveOptOut(api_pb2.RemoveOptOutRequest(optout_id=added[-1]))
+
     return {
         "IndexImages": lambda s: s.IndexImages(iter([api_pb2.IndexRequest(data=photo)])),
         "GetImage": lambda s: s.GetImage(api_pb2.GetImageRequest(image_id=image_id(photo))),
@@ -104,6 +116,9 @@ def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSear
         "Compare": lambda s: s.Compare(api_pb2.CompareRequest(image_a=photo, image_b=photo)),
         "Delete": lambda s: s.Delete(api_pb2.DeleteRequest(label="nobody-at-all")),
         "Stats": lambda s: s.Stats(api_pb2.StatsRequest()),
+        "OptOut": opt_out,
+        "ListOptOuts": lambda s: s.ListOptOuts(api_pb2.ListOptOutsRequest()),
+        "RemoveOptOut": remove,
     }
 
 

@@ -4,20 +4,66 @@ an opt-out makes on real faces."""
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store import Analyzed, Backend, records
-from test_store import backend as backend
-from test_store import store as store
+from qdrant_client import QdrantClient
 
 from facesearch.calibration import LFW
 from facesearch.edge_store import EdgeFaceStore
 from facesearch.models import FaceModels
 from facesearch.optout import OPTED_OUT, OptOutCheck, add_optout, new_optout, screen_records
-from facesearch.records import Filters
-from facesearch.store import FaceStore, optouts_collection_name
+from facesearch.pipeline import AnalyzedImage, to_records
+from facesearch.records import FaceRecord, Filters, ImageMeta, ImageRecord
+from facesearch.store import FaceStore, QdrantFaceStore, optouts_collection_name
+
+Analyzed = dict[str, tuple[AnalyzedImage, np.ndarray]]
+
+
+def records(
+    analyzed: Analyzed, name: str, model_id: str, collection: str = "default"
+) -> tuple[ImageRecord, list[FaceRecord]]:
+    image, vectors = analyzed[name]
+    meta = ImageMeta(f"/photos/{name}.jpg", f"/photos/{name}.jpg", "", collection)
+    return to_records(image, vectors, meta, model_id)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's index lives, as in test_store: local mode, a server, or Qdrant Edge."""
+
+    path: Path
+    url: str = ""
+    edge: bool = False
+
+    def open(self, model_id: str, dim: int) -> FaceStore:
+        if self.edge:
+            return EdgeFaceStore.open(model_id, dim, self.path)
+        return QdrantFaceStore.open(model_id, dim, self.path, self.url)
+
+
+@pytest.fixture(params=["local", "server", "edge"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param != "server":
+        yield Backend(tmp_path / request.param, edge=request.param == "edge")
+        return
+    url = request.getfixturevalue("qdrant_server").url
+    yield Backend(tmp_path / "unused", url)
+    client = QdrantClient(url=url, check_compatibility=False)
+    try:  # the next test starts empty
+        for collection in client.get_collections().collections:
+            client.delete_collection(collection.name)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def store(face_models: FaceModels, backend: Backend) -> Iterator[FaceStore]:
+    opened = backend.open(face_models.model_id, face_models.dim)
+    yield opened
+    opened.close()
 
 
 def test_opt_outs_are_kept_listed_with_their_vectors_and_removed(

@@ -90,7 +90,7 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
             entry, erased = add_optout(store, self.optouts.get(), vector, request.note)
         self.optout_faces.labels("erased").inc(erased.faces)
         return api_pb2.OptOutResponse(
-            entry=api_codec.optout_to_proto(entry), erased=api_codec.erasure_to_proto(erased)
+            entry=api_codec.optout_to_proto(entry), erased=api_codec.optout_erasure_to_proto(erased)
         )
 
     @translate_errors

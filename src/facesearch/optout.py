@@ -19,7 +19,7 @@ few seconds (another replica may have changed it).
 
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,12 +32,12 @@ from facesearch.calibration import Calibration
 from facesearch.errors import BadMessageError, NoFaceError
 from facesearch.records import (
     Box,
-    Erasure,
     FaceRecord,
     Filters,
     ImageRecord,
     Match,
     OptOut,
+    OptOutErasure,
     Rejection,
     UnindexedFace,
 )
@@ -166,7 +166,7 @@ def new_optout(vector: np.ndarray, note: str, model_id: str) -> OptOut:
 
 def add_optout(
     store: OptOutStore, check: OptOutCheck, vector: np.ndarray, note: str
-) -> tuple[OptOut, Erasure]:
+) -> tuple[OptOut, OptOutErasure]:
     """Add the face to the opt-out gallery, then erase every indexed face that matches it.
     The entry is written first: a crash before the erasure ends leaves the faces still to
     erase findable by adding the same photo again (the same id)."""
@@ -176,10 +176,10 @@ def add_optout(
     return entry, erase_matching(store, np.asarray(entry.vector), check.gallery().threshold)
 
 
-def erase_matching(store: OptOutStore, vector: np.ndarray, threshold: float) -> Erasure:
+def erase_matching(store: OptOutStore, vector: np.ndarray, threshold: float) -> OptOutErasure:
     """Erase the indexed faces scoring ``threshold`` or more against ``vector``, a page at a
     time until none is left; each image record keeps the face among its unindexed ones."""
-    faces, images, collections = 0, set[str](), set[str]()
+    images, collections = set[str](), Counter[str]()
     query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
     while True:
         found = store.query(query, ERASE_PAGE, threshold, Filters())[0]
@@ -187,10 +187,15 @@ def erase_matching(store: OptOutStore, vector: np.ndarray, threshold: float) -> 
             break
         records = _records_without(store, found, threshold)
         store.erase_faces([(m.image_id, m.face_index) for m in found], records)
-        faces += len(found)
         images.update(m.image_id for m in found)
         collections.update(m.collection or "default" for m in found)
-    return Erasure(faces, len(images), tuple(sorted(collections)))
+    return OptOutErasure(
+        faces=sum(collections.values()),
+        images=len(images),
+        collections=dict(sorted(collections.items())),
+        erased_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        receipt_id=str(uuid.uuid4()),
+    )
 
 
 def _records_without(

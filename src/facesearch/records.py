@@ -204,13 +204,16 @@ class OptOut:
 
 
 @dataclass(frozen=True)
-class Erasure:
-    """The receipt of faces erased from the index: how many faces, of how many images, in
-    which collections."""
+class OptOutErasure:
+    """The receipt of an opt-out's erasure, as a delete's (``Erasure``) is of a delete: how many
+    faces of how many images (their records stay, telling which faces went), faces by
+    collection, when, and an id to quote. Whoever asked keeps it; nothing stores it."""
 
     faces: int = 0
     images: int = 0
-    collections: tuple[str, ...] = ()
+    collections: dict[str, int] = field(default_factory=dict)  # faces erased, by collection
+    erased_at: str = ""  # ISO 8601, UTC
+    receipt_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ def test_an_opt_out_erases_keeps_out_and_withholds_the_face(
 
     added = as_json(run_cli("optout", "add", demo["yaoming"], "--note", "ticket 1", "--json"))
 
-    assert added["erased"] == {"faces": 1, "images": 1, "collections": ["news"]}
+    receipt = added["erased"]
+    assert (receipt["faces"], receipt["images"], receipt["collections"]) == (1, 1, {"news": 1})
+    assert receipt["receipt_id"] and receipt["erased_at"]
     assert added["optout"]["note"] == "ticket 1"
     assert as_json(run_cli("stats", "--json"))["faces"] == before - 1
     found = as_json(run_cli("search", demo["yaoming"], "--json", "--threshold", "-1"))

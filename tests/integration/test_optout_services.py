@@ -30,7 +30,8 @@ def test_an_opt_out_erases_keeps_out_and_withholds_the_face_through_the_services
 
     added = gateway.OptOut(api_pb2.OptOutRequest(image=yao, note="ticket 1"))
     erased = added.erased
-    assert (erased.faces, erased.images, list(erased.collections)) == (1, 1, ["default"])
+    assert (erased.faces, erased.images, dict(erased.collections)) == (1, 1, {"default": 1})
+    assert erased.receipt_id and erased.erased_at
     record = gateway.GetImage(api_pb2.GetImageRequest(image_id=before.image_id))
     assert record.image.faces == len(record.faces) == everyone - 1
     assert [u.rejection.reason for u in record.image.unindexed] == ["opted_out"]

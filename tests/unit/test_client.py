@@ -31,12 +31,12 @@ from facesearch.errors import (
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import (
-    Erasure,
     Filters,
     ImageMeta,
     ImageRecord,
     Match,
     OptOut,
+    OptOutErasure,
     Rejection,
     Selector,
     StoreStats,
@@ -216,9 +216,9 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
             raise BadMessageError(f"the opt-out photo has {faces} faces; say which")
         entry = OptOut(OPTOUT_ID, [], request.note, "2026-12-06T12:00:00+00:00", MODEL)
         self.optouts[OPTOUT_ID] = entry
-        erased = Erasure(3, 2, ("default", "news"))
+        erased = OptOutErasure(3, 2, {"default": 1, "news": 2}, "2026-12-06T12:00:01+00:00", "r-1")
         return api_pb2.OptOutResponse(
-            entry=api_codec.optout_to_proto(entry), erased=api_codec.erasure_to_proto(erased)
+            entry=api_codec.optout_to_proto(entry), erased=api_codec.optout_erasure_to_proto(erased)
         )
 
     def ListOptOuts(self, request: api_pb2.ListOptOutsRequest, context: Any) -> Any:
@@ -347,7 +347,8 @@ def test_opt_outs_added_listed_and_removed_through_a_gateway(target: str, tmp_pa
     again = run("optout", "remove", OPTOUT_ID, "--gateway", target)
 
     assert added.stdout == (
-        f"opted out {OPTOUT_ID} (ticket 9)\nerased 3 faces of 2 images in default, news\n"
+        f"opted out {OPTOUT_ID} (ticket 9)\nerased 3 faces of 2 images (default 1, news 2); "
+        "receipt r-1 at 2026-12-06T12:00:01+00:00\n"
     )
     assert json.loads(listed.stdout) == {
         "optouts": [
@@ -377,7 +378,9 @@ def test_an_opt_out_photo_with_several_faces_is_refused_in_one_line(
     assert json.loads(chosen.stdout)["erased"] == {
         "faces": 3,
         "images": 2,
-        "collections": ["default", "news"],
+        "collections": {"default": 1, "news": 2},
+        "erased_at": "2026-12-06T12:00:01+00:00",
+        "receipt_id": "r-1",
     }
 
 

@@ -142,7 +142,8 @@ def test_adding_an_opt_out_erases_the_matching_faces_with_a_receipt() -> None:
 
     entry, erased = add_optout(store, check, unit(1.0), "ticket 7")
 
-    assert (erased.faces, erased.images, erased.collections) == (2, 2, ("default", "news"))
+    assert (erased.faces, erased.images, erased.collections) == (2, 2, {"default": 1, "news": 1})
+    assert erased.receipt_id and erased.erased_at.endswith("+00:00")
     assert sorted(store.faces) == [("a", 1), ("c", 0)]
     assert store.images["a"].faces == 1 and store.images["b"].faces == 0
     assert [u.rejection.reason for u in store.images["b"].unindexed] == [OPTED_OUT]

@@ -29,7 +29,7 @@ from facesearch.optout import (
     require_optout_id,
 )
 from facesearch.pipeline import analyze
-from facesearch.records import Erasure, Filters, OptOut, Selector, StoreStats
+from facesearch.records import Filters, OptOut, OptOutErasure, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, note_search, search_image
@@ -177,7 +177,7 @@ class Backend(Protocol):
 
     def optout_add(
         self, image: bytes, note: str, face_index: int | None
-    ) -> tuple[OptOut, Erasure]: ...
+    ) -> tuple[OptOut, OptOutErasure]: ...
 
     def optout_list(self) -> tuple[list[OptOut], float]: ...
 
@@ -232,7 +232,9 @@ class EmbeddedBackend:
         with audited(self.audit, "Stats"):
             return self.store.stats()
 
-    def optout_add(self, image: bytes, note: str, face_index: int | None) -> tuple[OptOut, Erasure]:
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
         with audited(self.audit, "OptOut") as audit_note:
             analyzed = analyze(image, self.models, self.settings)
             photo = [PhotoFace(f.index, f.box, f.det_score) for f in analyzed.faces]
@@ -291,7 +293,9 @@ class GatewayBackend:
     def stats(self) -> StoreStats:
         return self.client.stats()
 
-    def optout_add(self, image: bytes, note: str, face_index: int | None) -> tuple[OptOut, Erasure]:
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
         return self.client.optout_add(image, note, face_index)
 
     def optout_list(self) -> tuple[list[OptOut], float]:

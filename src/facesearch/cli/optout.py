@@ -9,7 +9,7 @@ import click
 from facesearch.cli import output
 from facesearch.cli.common import backend, data_dir_option, gateway_option, json_option
 from facesearch.errors import FaceSearchError
-from facesearch.records import Erasure, OptOut
+from facesearch.records import OptOut, OptOutErasure
 from facesearch.settings import CoreSettings
 
 
@@ -57,8 +57,12 @@ def add(
         output.emit_json({"optout": entry_json(entry), "erased": erasure_json(erased)})
         return
     click.echo(f"opted out {entry.optout_id}" + (f" ({entry.note})" if entry.note else ""))
-    where = f" in {', '.join(erased.collections)}" if erased.collections else ""
-    click.echo(f"erased {erased.faces} faces of {erased.images} images{where}")
+    where = ", ".join(f"{name} {n}" for name, n in erased.collections.items())
+    click.echo(
+        f"erased {erased.faces} faces of {erased.images} images"
+        + (f" ({where})" if where else "")
+        + f"; receipt {erased.receipt_id} at {erased.erased_at}"
+    )
 
 
 @optout.command("list")
@@ -113,9 +117,11 @@ def entry_json(entry: OptOut) -> dict[str, Any]:
     }
 
 
-def erasure_json(erasure: Erasure) -> dict[str, Any]:
+def erasure_json(erasure: OptOutErasure) -> dict[str, Any]:
     return {
         "faces": erasure.faces,
         "images": erasure.images,
-        "collections": list(erasure.collections),
+        "collections": erasure.collections,
+        "erased_at": erasure.erased_at,
+        "receipt_id": erasure.receipt_id,
     }

@@ -11,12 +11,12 @@ from facesearch.errors import BadMessageError
 from facesearch.identities import FacePeople, Person
 from facesearch.proto.v1 import api_pb2
 from facesearch.records import (
-    Erasure,
     FaceRecord,
     Filters,
     ImageRecord,
     Match,
     OptOut,
+    OptOutErasure,
     Rejection,
     Selector,
     StoreStats,
@@ -282,11 +282,21 @@ def optout_from_proto(entry: api_pb2.OptOutEntry) -> OptOut:
     return OptOut(entry.optout_id, [], entry.note, entry.created_at, entry.model)
 
 
-def erasure_to_proto(erasure: Erasure) -> api_pb2.Erasure:
-    return api_pb2.Erasure(
-        faces=erasure.faces, images=erasure.images, collections=list(erasure.collections)
+def optout_erasure_to_proto(erasure: OptOutErasure) -> api_pb2.OptOutErasure:
+    return api_pb2.OptOutErasure(
+        faces=erasure.faces,
+        images=erasure.images,
+        collections=erasure.collections,
+        erased_at=erasure.erased_at,
+        receipt_id=erasure.receipt_id,
     )
 
 
-def erasure_from_proto(erasure: api_pb2.Erasure) -> Erasure:
-    return Erasure(erasure.faces, erasure.images, tuple(erasure.collections))
+def optout_erasure_from_proto(erasure: api_pb2.OptOutErasure) -> OptOutErasure:
+    return OptOutErasure(
+        erasure.faces,
+        erasure.images,
+        dict(sorted(erasure.collections.items())),
+        erasure.erased_at,
+        erasure.receipt_id,
+    )

@@ -24,10 +24,10 @@ from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import (
     Box,
-    Erasure,
     Filters,
     ImageRecord,
     OptOut,
+    OptOutErasure,
     Selector,
     StoreStats,
 )
@@ -197,11 +197,15 @@ class GatewayClient:
         got = self._call(lambda: self._stub.Stats(request, timeout=self.timeout_s))
         return api_codec.stats_from_proto(got)
 
-    def optout_add(self, image: bytes, note: str, face_index: int | None) -> tuple[OptOut, Erasure]:
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
         """The entry added (without its vector) and the receipt of the faces it erased."""
         request = api_pb2.OptOutRequest(image=image, note=note, face_index=face_index)
         got = self._call(lambda: self._stub.OptOut(request, timeout=self.timeout_s))
-        return api_codec.optout_from_proto(got.entry), api_codec.erasure_from_proto(got.erased)
+        return api_codec.optout_from_proto(got.entry), api_codec.optout_erasure_from_proto(
+            got.erased
+        )
 
     def optout_list(self) -> tuple[list[OptOut], float]:
         """Every entry (without vectors) and the threshold faces match them at."""

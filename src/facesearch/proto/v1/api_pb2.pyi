@@ -1148,35 +1148,63 @@ class OptOutEntry(_message.Message):
 Global___OptOutEntry: _TypeAlias = OptOutEntry  # noqa: Y015
 
 @_typing.final
-class Erasure(_message.Message):
-    """The receipt of faces erased from the index (records.Erasure)."""
+class OptOutErasure(_message.Message):
+    """The receipt of faces erased from the index (records.OptOutErasure)."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CollectionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     FACES_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     COLLECTIONS_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
     faces: _builtins.int
     images: _builtins.int
-    """images that lost faces"""
+    """images that lost faces (their records stay, listing them as opted_out)"""
+    erased_at: _builtins.str
+    """ISO 8601, UTC"""
+    receipt_id: _builtins.str
+    """unique to this erasure, to quote as proof"""
     @_builtins.property
-    def collections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """their collections, sorted"""
+    def collections(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """faces erased, by collection"""
 
     def __init__(
         self,
         *,
         faces: _builtins.int = ...,
         images: _builtins.int = ...,
-        collections: _abc.Iterable[_builtins.str] | None = ...,
+        collections: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        erased_at: _builtins.str = ...,
+        receipt_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections", "faces", b"faces", "images", b"images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections", "erased_at", b"erased_at", "faces", b"faces", "images", b"images", "receipt_id", b"receipt_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Erasure: _TypeAlias = Erasure  # noqa: Y015
+Global___OptOutErasure: _TypeAlias = OptOutErasure  # noqa: Y015
 
 @_typing.final
 class OptOutResponse(_message.Message):
@@ -1187,14 +1215,14 @@ class OptOutResponse(_message.Message):
     @_builtins.property
     def entry(self) -> Global___OptOutEntry: ...
     @_builtins.property
-    def erased(self) -> Global___Erasure:
+    def erased(self) -> Global___OptOutErasure:
         """the indexed faces that matched it, erased"""
 
     def __init__(
         self,
         *,
         entry: Global___OptOutEntry | None = ...,
-        erased: Global___Erasure | None = ...,
+        erased: Global___OptOutErasure | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "erased", b"erased"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

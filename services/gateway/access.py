@@ -13,6 +13,7 @@ reflection stay open and unaudited: probes and tools need them without a key."""
 
 import contextvars
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,8 +27,9 @@ from facesearch.access import (
     require_scope,
 )
 from facesearch.audit import AuditRecord, now
-from facesearch.errors import RefusedError, UnauthenticatedError
+from facesearch.errors import QuotaError, RefusedError, UnauthenticatedError
 from facesearch.metrics import AccessMetrics
+from facesearch.quotas import NO_LIMITS, Limits, QuotaBook
 from facesearch.rpc.edge import status_of
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ METHOD_SCOPES = {
     "ListOptOuts": ("admin",),
     "RemoveOptOut": ("admin",),
 }
+SEARCHES = {"Search"}  # the methods a key's searches-per-day quota counts
 CALLER: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("caller", default=None)
 AUDIT: contextvars.ContextVar[AuditRecord | None] = contextvars.ContextVar("audit", default=None)
 
@@ -93,11 +96,20 @@ class Gate:
         metrics: AccessMetrics,
         audit: Callable[[AuditRecord], None] = lambda record: None,
         source: str = "gateway",
+        quotas: QuotaBook | None = None,
+        default_limits: Limits = NO_LIMITS,
     ) -> None:
         self.table = table
         self.metrics = metrics
         self.audit = audit
         self.source = source
+        self.quotas = quotas or QuotaBook()
+        self.default_limits = default_limits
+
+    def limits_of(self, key_id: str) -> Limits | None:
+        """A key's quotas (None for a key not in the keys file)."""
+        key = self.table.keys().get(key_id) if self.table is not None else None
+        return key.limits(self.default_limits) if key is not None else None
 
     def caller(self, method: str, metadata: Any) -> ApiKey | None:
         """The key of a call to ``method`` (short name) that may make it."""
@@ -114,7 +126,15 @@ class Gate:
         audit_note().key_id = key.id  # proven, so worth recording, even when revoked
         require_active(key)
         require_scope(key, METHOD_SCOPES.get(method, ("admin",)), method)
+        self._take(key, method)
         return key
+
+    def _take(self, key: ApiKey, method: str) -> None:
+        """One call of the key's quotas (QuotaError when one is used up)."""
+        limits = key.limits(self.default_limits)
+        self.quotas.take(key.id, limits, search=method in SEARCHES)
+        for quota, share in self.quotas.used(key.id, limits).items():
+            self.metrics.quota_used.labels(key.id, quota).set(share)
 
     def check_collection(self, collection: str, method: str) -> None:
         """PermissionDeniedError (counted) unless this call's key covers ``collection``."""
@@ -128,8 +148,9 @@ class Gate:
             raise
 
     def refused(self, method: str, exc: RefusedError) -> None:
-        self.metrics.refused.labels(method, exc.reason).inc()
-        audit_note().reason = exc.reason
+        note = audit_note()
+        note.reason = exc.reason
+        self.metrics.refused.labels(method, exc.reason, note.key_id).inc()
         logger.info("refused %s: %s", method, exc)
 
     def interceptor(self, service: str) -> grpc.ServerInterceptor:
@@ -188,6 +209,9 @@ class _Guard(grpc.ServerInterceptor):
             return self.gate.caller(method, context.invocation_metadata())
         except RefusedError as exc:
             self.gate.refused(method, exc)
+            if isinstance(exc, QuotaError):
+                wait_ms = str(math.ceil(exc.retry_after_s * 1000))
+                context.set_trailing_metadata((("retry-after-ms", wait_ms),))
             context.abort(status_of(exc), f"{exc.code}: {exc}")
 
     def _streamed(

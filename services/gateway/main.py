@@ -14,6 +14,7 @@ from facesearch.metrics import AccessMetrics, StreamMetrics, WorkMetrics
 from facesearch.models import file_model_id, locate_models
 from facesearch.proto.v1 import api_pb2_grpc
 from facesearch.proto.v1 import internal_pb2_grpc as internal
+from facesearch.quotas import QuotaBook
 from facesearch.rpc.edge import message_options
 from facesearch.rpc.settings import GatewaySettings
 from facesearch.rpc.tls import open_channel
@@ -26,6 +27,7 @@ from .audit import AuditTrail
 from .backends import Backends
 from .failures import DeadLetterWatcher, RecentIds
 from .servicer import SERVICE_NAME, GatewayServicer
+from .usage import UsageSync
 
 logger = logging.getLogger(__name__)
 REMEMBERED_IMAGES = 200_000  # queued and failed ids kept for GetImage, each
@@ -106,12 +108,13 @@ def open_gate(settings: GatewaySettings, metrics: AccessMetrics, trail: AuditTra
     if settings.keys_file is None:
         logger.warning("FACESEARCH_GATEWAY_AUTH=off: every caller may call every method")
         return Gate(None, metrics, trail.write, source)
+    limits = settings.default_limits
     table = KeyTable(settings.keys_file, metrics.key_reload_failures.inc)
     live = [k for k in table.keys().values() if not k.revoked]
     logger.info("API keys from %s: %d in force", settings.keys_file, len(live))
     if not live:
         logger.warning("no API key in force yet: every call is refused until one is made there")
-    return Gate(table, metrics, trail.write, source)
+    return Gate(table, metrics, trail.write, source, QuotaBook(), limits)
 
 
 def serve() -> int:
@@ -138,6 +141,10 @@ def serve() -> int:
         backends = connect(settings, stack)
         trail.connect(backends.producer)
         stack.callback(trail.stop)  # before the producer closes: the records queued go out
+        kafka = settings.kafka
+        usage = UsageSync(kafka.bootstrap, kafka.usage_topic, gate.quotas, gate.limits_of)
+        usage.start(backends.producer)
+        stack.callback(usage.stop)
         servicer.backends.set(backends)
         return runtime.serve()
 

@@ -4,6 +4,7 @@ SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only
 import logging
 
 from facesearch.calibration import calibration_for
+from facesearch.erasure import TombstoneCheck
 from facesearch.errors import StoreError
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
@@ -26,7 +27,7 @@ def serve() -> int:
     settings = SearchSettings.from_env()
     runtime = ServiceRuntime(settings.server, [SERVICE_NAME])
     metrics = WorkMetrics()
-    servicer = SearchServicer(metrics)
+    servicer = SearchServicer(metrics, settings.core.tombstone_keep)
     internal_pb2_grpc.add_SearchIndexServicer_to_server(servicer, runtime.server)
     runtime.start()
     store = open_store(settings.core, runtime)
@@ -36,6 +37,8 @@ def serve() -> int:
     try:
         optouts = optout_check(settings.core, store)
         servicer.optouts.set(optouts)
+        erased = TombstoneCheck(store, settings.core.tombstone_keep)
+        erased.prune()  # tombstones of deletes older than the longest topic retention
         servicer.store.set(store)
         kafka = settings.kafka
         worker = stream_worker(
@@ -43,7 +46,7 @@ def serve() -> int:
             kafka,
             kafka.embeddings_topic,
             "",
-            handler=store_handler(store, metrics=metrics, optouts=optouts),
+            handler=store_handler(store, metrics=metrics, erased=erased, optouts=optouts),
         )
         return runtime.serve(worker)
     finally:

@@ -1,12 +1,15 @@
 """The search service's gRPC servicer: the only reader of Qdrant (its ingest path, the only
 writer, is ``facesearch.stream.handlers.store_handler``)."""
 
+import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 import numpy as np
 
 from facesearch.codec import api as api_codec
+from facesearch.erasure import erase
 from facesearch.errors import ConfigError, NotFoundError
 from facesearch.metrics import WorkMetrics
 from facesearch.optout import OptOutCheck, add_optout, require_optout_id, withhold
@@ -14,15 +17,17 @@ from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
 from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.store import FaceStore
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = "facesearch.v1.SearchIndex"
 
 
 class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
-    def __init__(self, metrics: WorkMetrics) -> None:
+    def __init__(self, metrics: WorkMetrics, tombstone_keep: timedelta) -> None:
         self.store: Pending[FaceStore] = Pending()
         self.optouts: Pending[OptOutCheck] = Pending()  # shared with the ingest handler
         self.seconds = metrics.qdrant_seconds
         self.optout_faces = metrics.optout_faces
+        self.tombstone_keep = tombstone_keep  # how long a Delete's tombstone is kept
 
     @translate_errors
     def SearchVectors(
@@ -69,8 +74,16 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
     ) -> api_pb2.DeleteResponse:
         selector = api_codec.selector_from_proto(request)
         with self.seconds.labels("delete").time():
-            images, faces = self.store.get().delete(selector)
-        return api_pb2.DeleteResponse(images=images, faces=faces)
+            erased = erase(self.store.get(), selector, self.tombstone_keep)
+        # The receipt and the counts, never the selector's value (a label names a person).
+        log.info(
+            "delete %s by %s: %d images, %d faces",
+            erased.receipt_id,
+            selector.pairs()[0][0],
+            erased.images,
+            erased.faces,
+        )
+        return api_codec.erasure_to_proto(erased)
 
     @translate_errors
     def Stats(

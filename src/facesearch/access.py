@@ -36,6 +36,7 @@ from facesearch.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from facesearch.quotas import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,15 @@ class ApiKey:
     digest: str  # hex sha256(salt || secret)
     created: str  # ISO 8601, UTC
     revoked: str = ""  # ISO 8601, UTC, once revoked
+    # Quotas (quotas.Limits): None takes the gateway's default, 0 is no limit.
+    rps: float | None = None
+    searches_per_day: int | None = None
+
+    def limits(self, default: Limits) -> Limits:
+        return Limits(
+            default.rps if self.rps is None else self.rps,
+            default.searches_per_day if self.searches_per_day is None else self.searches_per_day,
+        )
 
     def proves(self, secret: str) -> bool:
         return hmac.compare_digest(_digest(self.salt, secret), self.digest)
@@ -94,6 +104,8 @@ class ApiKey:
             digest=_text(data, "digest"),
             created=_text(data, "created"),
             revoked=_text(data, "revoked") if "revoked" in data else "",
+            rps=_number(data, "rps", float),
+            searches_per_day=_number(data, "searches_per_day", int),
         )
         if not re.fullmatch(f"[0-9a-f]{{{ID_HEX}}}", key.id):
             raise ValueError(f"id {key.id!r} is not {ID_HEX} hex digits")
@@ -113,6 +125,15 @@ def _texts(data: dict[str, Any], field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{field!r} is missing or not a list of strings")
     return value
+
+
+def _number(data: dict[str, Any], field: str, kind: type) -> Any:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{field!r} must be a number of at least 0, or null")
+    return kind(value)
 
 
 def _digest(salt: str, secret: str) -> str:
@@ -172,7 +193,11 @@ def parse_key(presented: str) -> tuple[str, str]:
 
 
 def new_key(
-    name: str, scopes: Iterable[str], collections: Iterable[str], taken: Iterable[str] = ()
+    name: str,
+    scopes: Iterable[str],
+    collections: Iterable[str],
+    taken: Iterable[str] = (),
+    limits: tuple[float | None, int | None] = (None, None),
 ) -> tuple[ApiKey, str]:
     """A new key's record and the key itself (shown once, never stored)."""
     scopes, collections = sorted(set(scopes)), sorted(set(collections))
@@ -185,8 +210,17 @@ def new_key(
         key_id = secrets.token_hex(ID_HEX // 2)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
+    rps, per_day = limits
     record = ApiKey(
-        key_id, name, tuple(scopes), tuple(collections), salt, _digest(salt, secret), _now()
+        key_id,
+        name,
+        tuple(scopes),
+        tuple(collections),
+        salt,
+        _digest(salt, secret),
+        _now(),
+        rps=rps,
+        searches_per_day=per_day,
     )
     return record, f"{PREFIX}{key_id}_{secret}"
 
@@ -221,10 +255,16 @@ class KeyFile:
         return keys
 
     def create(
-        self, name: str, scopes: Iterable[str], collections: Iterable[str]
+        self,
+        name: str,
+        scopes: Iterable[str],
+        collections: Iterable[str],
+        limits: tuple[float | None, int | None] = (None, None),
     ) -> tuple[ApiKey, str]:
+        """A new key (``limits``: its requests a second and searches a day, None for the
+        gateway's defaults) and the key itself, shown once."""
         with self._changing() as keys:
-            record, key = new_key(name, scopes, collections, keys)
+            record, key = new_key(name, scopes, collections, keys, limits)
             keys[record.id] = record
         return record, key
 

@@ -11,6 +11,8 @@ collections, payloads, point ids and behaviour as ``store.QdrantFaceStore`` (bot
     <path>/video_frames/        the staged frames of videos still arriving
     <path>/optouts__<model id>/ the opt-out gallery (``optout``): exact search, no quantization;
                                 created when missing, so an older index gains it when opened
+    <path>/tombstones/          one point per recent delete (created when missing: an index
+                                written before tombstones has none)
 
 The manifest does the alias ``faces``'s work: it names the model whose faces the index holds,
 and the index refuses to open for another model.
@@ -32,6 +34,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -47,7 +50,7 @@ from facesearch.edge_folder import (
     damaged,
 )
 from facesearch.errors import StoreError
-from facesearch.ids import face_point_id, frame_point_id, image_point_id
+from facesearch.ids import face_point_id, frame_point_id, image_point_id, tombstone_point_id
 from facesearch.payloads import (
     face_from_payload,
     face_payload,
@@ -56,8 +59,12 @@ from facesearch.payloads import (
     frame_payload,
     match_from_payload,
     selector_pairs,
+    to_microseconds,
+    tombstone_from_payload,
+    tombstone_payload,
 )
 from facesearch.records import (
+    Erasure,
     FaceRecord,
     Filters,
     FrameFaces,
@@ -66,6 +73,7 @@ from facesearch.records import (
     OptOut,
     Selector,
     StoreStats,
+    Tombstone,
 )
 from facesearch.settings import HnswSettings
 from facesearch.store import (
@@ -76,13 +84,18 @@ from facesearch.store import (
     IMAGE_INDEXES,
     IMAGES_COLLECTION,
     MAX_FACES_LISTED,
+    TOMBSTONES_COLLECTION,
     ImageItem,
     count_exactly,
+    erasure,
     faces_collection_name,
+    later,
     optout_from_point,
     optouts_collection_name,
     paged,
     staged_from_payload,
+    tombstone_for,
+    tombstone_ids,
     with_faces,
     with_vector,
 )
@@ -107,6 +120,8 @@ FULL_SCAN_KB = 10_000  # below this much vector data, a filtered search scans (Q
 # that a face, above a reserve.
 MIN_FREE_BYTES = 16 * 2**20
 BYTES_PER_FACE = 16 * 2**10
+# Shards a newer facesearch added: created in an existing index that lacks them.
+ADDED_LATER = frozenset({TOMBSTONES_COLLECTION})
 OVERSAMPLING = 2.0  # quantized candidates per result, rescored with the original vectors
 _SCHEMAS = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 T = TypeVar("T", bound=Callable[..., Any])
@@ -183,7 +198,7 @@ def _open_shards(
     (the caller closes what was opened when this fails)."""
     for name, config in configs.items():
         try:
-            if new:
+            if new or (name in ADDED_LATER and not (folder / name).exists()):
                 shards[name] = qe.EdgeShard.create(str(folder / name), config)
             else:
                 # The config is checked against the stored one, and HNSW settings updated.
@@ -254,6 +269,7 @@ class EdgeFaceStore:
                 faces_collection_name(model_id): _faces_config(dim, hnsw, quantization),
                 IMAGES_COLLECTION: _vectorless_config(),
                 FRAMES_COLLECTION: _vectorless_config(),
+                TOMBSTONES_COLLECTION: _vectorless_config(),
             }
             _open_shards(path, configs, manifest is None, shards)
             _open_optouts(path, model_id, dim, shards)
@@ -469,18 +485,68 @@ class EdgeFaceStore:
         return int(self._faces.count(request))
 
     @_locked
-    def delete(self, selector: Selector) -> tuple[int, int]:
-        """Delete what the selector names; returns (images, faces) deleted."""
+    def delete(self, selector: Selector, at: datetime | None = None) -> Erasure:
+        """Record the tombstone, then delete what the selector names (an image id's staged
+        video frames too); the receipt says what went. The tombstone comes first, as in
+        ``QdrantFaceStore.delete``."""
+        tombstone = tombstone_for(selector, at)
         condition = _match_all(selector_pairs(selector))
         assert condition is not None  # selector_pairs refuses an empty selector
-        self._check_room(0)
+        self._check_room(1)
+        self._put_tombstone(tombstone)
         images_shard = self._shard(IMAGES_COLLECTION)
         faces = self._faces.count(qe.CountRequest(exact=True, filter=condition))
-        images = images_shard.count(qe.CountRequest(exact=True, filter=condition))
+        collections = [
+            str((point.payload or {}).get("collection", ""))
+            for page in paged(functools.partial(self._images_page, condition))
+            for point in page
+        ]
         self._faces.update(qe.UpdateOperation.delete_points_by_filter(condition))
         images_shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
-        self._optimize(self.collection, IMAGES_COLLECTION)
-        return images, faces
+        if selector.image_id:
+            of_video = _match_all([("video_id", selector.image_id)])
+            assert of_video is not None
+            operation = qe.UpdateOperation.delete_points_by_filter(of_video)
+            self._shard(FRAMES_COLLECTION).update(operation)
+        self._optimize(self.collection, IMAGES_COLLECTION, FRAMES_COLLECTION)
+        return erasure(tombstone, selector, faces, collections)
+
+    def _images_page(self, condition: qe.Filter, offset: Any) -> tuple[list[Any], Any]:
+        request = qe.ScrollRequest(
+            offset=offset, limit=MAX_FACES_LISTED, filter=condition, with_payload=True
+        )
+        points, offset = self._shard(IMAGES_COLLECTION).scroll(request)
+        return list(points), offset
+
+    def _put_tombstone(self, tombstone: Tombstone) -> None:
+        kept = later(tombstone, self._tombstones([(tombstone.field, tombstone.value)]))
+        point_id = tombstone_point_id(kept.field, kept.value)
+        point = qe.Point(point_id, {}, tombstone_payload(kept))
+        self._shard(TOMBSTONES_COLLECTION).update(qe.UpdateOperation.upsert_points([point]))
+
+    @_locked
+    def tombstones(self, pairs: Sequence[tuple[str, str]]) -> list[Tombstone]:
+        """The tombstones of these (field, value) pairs, kept or expired (one read by id)."""
+        return self._tombstones(pairs)
+
+    def _tombstones(self, pairs: Sequence[tuple[str, str]]) -> list[Tombstone]:
+        ids = tombstone_ids(pairs)
+        shard = self._shard(TOMBSTONES_COLLECTION)
+        found = shard.retrieve(list(ids), True, False) if ids else []
+        return [tombstone_from_payload(point.payload or {}) for point in found]
+
+    @_locked
+    def prune_tombstones(self, before: datetime) -> int:
+        """Forget the tombstones recorded before ``before``; returns how many."""
+        shard = self._shard(TOMBSTONES_COLLECTION)
+        old = qe.FieldCondition("deleted_at_us", range=qe.RangeFloat(lt=to_microseconds(before)))
+        condition = qe.Filter(must=[old])
+        count = int(shard.count(qe.CountRequest(exact=True, filter=condition)))
+        if count:
+            self._check_room(0)
+            shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
+            self._optimize(TOMBSTONES_COLLECTION)
+        return count
 
     def export(self, batch: int) -> Iterator[list[ImageItem]]:
         """Every image record of this model, ``batch`` at a time, each with its faces and their
@@ -571,6 +637,8 @@ class EdgeFaceStore:
         images_shard = self._shard(IMAGES_COLLECTION)
         mine = qe.FieldCondition("model", match=qe.MatchValue(self.model_id))
         with_faces = qe.FieldCondition("faces", range=qe.RangeFloat(gte=1))
+        # A deleted label stays in a segment's payload index, counted 0, until the segment is
+        # optimised: left out, so that stats do not name someone erased.
         facets = images_shard.facet(qe.FacetRequest("label", limit=100_000, exact=True))
         return StoreStats(
             images=images_shard.count(qe.CountRequest(exact=True, filter=qe.Filter(must=[mine]))),
@@ -578,7 +646,7 @@ class EdgeFaceStore:
                 qe.CountRequest(exact=True, filter=qe.Filter(must=[mine, with_faces]))
             ),
             faces=self._faces.count(qe.CountRequest(exact=True)),
-            labels={str(h.value): h.count for h in facets.hits if h.value},
+            labels={str(h.value): h.count for h in facets.hits if h.value and h.count},
             model=self.model_id,
             collection=self.collection,
             location=self.location,

@@ -102,6 +102,17 @@ class PermissionDeniedError(RefusedError):
     code = "permission_denied"
 
 
+class QuotaError(RefusedError):
+    """A key has used up a quota (gRPC RESOURCE_EXHAUSTED); ``retry_after_s`` says when one
+    more call may pass."""
+
+    code = "quota"
+
+    def __init__(self, message: str, reason: str = "", retry_after_s: float = 0.0) -> None:
+        super().__init__(message, reason)
+        self.retry_after_s = retry_after_s
+
+
 class TransientError(FaceSearchError):
     """A temporary fault (a dependency down, a timeout): the same call or message may succeed
     later. The Kafka loop retries it and then pauses; the gRPC edge answers UNAVAILABLE."""

@@ -28,5 +28,11 @@ def image_point_id(image_id_: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"image/{image_id_}"))
 
 
+def tombstone_point_id(field: str, value: str) -> str:
+    """Qdrant point id of the tombstone of a delete by ``field`` (image_id, label, source_uri):
+    one per selector, so a later delete of the same one replaces it."""
+    return str(uuid.uuid5(_NAMESPACE, f"tombstone/{field}/{value}"))
+
+
 def looks_like_image_id(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower())

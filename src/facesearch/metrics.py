@@ -111,9 +111,18 @@ class AccessMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.refused = Counter(
             "facesearch_gateway_refused_total",
-            "Calls the gateway refused for their key, by method and reason (no_key, "
-            "malformed_key, unknown_key, revoked_key, scope, collection).",
-            ["method", "reason"],
+            "Calls the gateway refused for their key, by method, reason (no_key, "
+            "malformed_key, unknown_key, revoked_key, scope, collection, quota_rps, "
+            "quota_searches_per_day) and key id (empty when no key was proven).",
+            ["method", "reason", "key_id"],
+            registry=registry,
+        )
+        self.quota_used = Gauge(
+            "facesearch_gateway_quota_used_ratio",
+            "The share of a key's quota in use at its last call through this replica (1: used "
+            "up; above 1: overdrawn by calls other replicas let pass), by key id and quota "
+            "(rps, searches_per_day).",
+            ["key_id", "quota"],
             registry=registry,
         )
         self.audit_records = Counter(
@@ -183,6 +192,14 @@ class WorkMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
             registry=registry,
         )
+        self.events_erased = Counter(
+            "facesearch_events_erased_total",
+            "EmbeddingsEvents the search service did not keep because a Delete's tombstone "
+            "covers them (submitted at or before a Delete of their image id, label or source), "
+            "by the selector's field.",
+            ["field"],
+            registry=registry,
+        )
         self.search_matches = Histogram(
             "facesearch_search_matches",
             "Matches returned for one query face of a Search call, observed by the gateway.",
@@ -206,9 +223,11 @@ class WorkMetrics:
 
 
 def scrape(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:
-    """One sample of the metrics a process serves on ``host:port`` (0 when it has none such):
-    what the tests and benchmarks read of a running service."""
-    return sum(value for found, value in _samples(port, host, name) if found == labels)
+    """A metric a process serves on ``host:port``: the sum of its samples that have ``labels``
+    (among others; 0 when none has): what the tests and benchmarks read of a running
+    service."""
+    samples = _samples(port, host, name)
+    return sum(v for found, v in samples if all(found.get(k) == w for k, w in labels.items()))
 
 
 def _samples(port: int, host: str, name: str) -> list[tuple[dict[str, str], float]]:

@@ -2,10 +2,20 @@
 Qdrant Edge), and the payload fields that filters and selectors match: one definition, so both
 stores write and read the same points."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from facesearch.errors import StoreError
-from facesearch.records import Box, FaceRecord, Filters, FrameFaces, ImageRecord, Match, Selector
+from facesearch.records import (
+    Box,
+    FaceRecord,
+    Filters,
+    FrameFaces,
+    ImageRecord,
+    Match,
+    Selector,
+    Tombstone,
+)
 
 
 def face_payload(image: ImageRecord, face: FaceRecord, model_id: str) -> dict[str, Any]:
@@ -61,15 +71,38 @@ def filter_pairs(filters: Filters) -> list[tuple[str, str]]:
 
 def selector_pairs(selector: Selector) -> list[tuple[str, str]]:
     """The (field, value) pairs of what a delete names; an empty selector is refused."""
-    pairs = (
-        ("image_id", selector.image_id),
-        ("label", selector.label),
-        ("source_uri", selector.source_uri),
-    )
-    chosen = [(key, value) for key, value in pairs if value]
+    chosen = selector.pairs()
     if not chosen:
         raise StoreError("nothing selected: give an image, a label or a source URL")
     return chosen
+
+
+def tombstone_payload(tombstone: Tombstone) -> dict[str, Any]:
+    """A tombstone's time in whole microseconds, as events' timestamps compare exactly."""
+    return {
+        "field": tombstone.field,
+        "value": tombstone.value,
+        "deleted_at_us": to_microseconds(tombstone.deleted_at),
+        "receipt_id": tombstone.receipt_id,
+    }
+
+
+def tombstone_from_payload(payload: dict[str, Any]) -> Tombstone:
+    return Tombstone(
+        str(payload.get("field", "")),
+        str(payload.get("value", "")),
+        from_microseconds(int(payload.get("deleted_at_us", 0))),
+        str(payload.get("receipt_id", "")),
+    )
+
+
+def to_microseconds(moment: datetime) -> int:
+    delta = moment - datetime.fromtimestamp(0, UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_microseconds(micros: int) -> datetime:
+    return datetime.fromtimestamp(0, UTC) + timedelta(microseconds=micros)
 
 
 def _box(payload: dict[str, Any]) -> Box:

@@ -1,6 +1,7 @@
 """Plain records that cross module (and later service) boundaries."""
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 Box = tuple[float, float, float, float]
@@ -171,6 +172,50 @@ class Selector:
     image_id: str = ""
     label: str = ""
     source_uri: str = ""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (field, value) pairs given, in field order (payload field names)."""
+        given = (
+            ("image_id", self.image_id),
+            ("label", self.label),
+            ("source_uri", self.source_uri),
+        )
+        return [(key, value) for key, value in given if value]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The receipt of a delete: what was asked, when the index recorded it, and what it removed.
+    Whoever asked keeps it as proof; nothing stores it (the search service logs the id and the
+    counts, never the selector)."""
+
+    selector: Selector
+    images: int  # image (and video) records removed
+    faces: int
+    collections: dict[str, int]  # images removed, by collection
+    deleted_at: datetime  # timezone-aware UTC: the tombstone's time
+    receipt_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "receipt_id": self.receipt_id,
+            "deleted_at": self.deleted_at.isoformat().replace("+00:00", "Z"),
+            "selector": {key: value for key, value in self.selector.pairs()},
+            "images": self.images,
+            "faces": self.faces,
+            "collections": dict(sorted(self.collections.items())),
+        }
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A delete as the search stage remembers it: events of this image id, label or source
+    submitted at or before ``deleted_at`` are dropped, not indexed."""
+
+    field: str  # image_id | label | source_uri
+    value: str
+    deleted_at: datetime  # timezone-aware UTC
+    receipt_id: str
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,13 @@ class CoreSettings:
     # FACESEARCH_CALIBRATION: operating points from `facesearch calibrate --write` (None: the
     # LFW ones in calibration.OPERATING_POINTS); loaded by calibration.points_for.
     calibration: Path | None = None
+    # FACESEARCH_TOMBSTONE_HOURS: how long a delete's tombstone stops events of what it named
+    # that were submitted before it; as long as the longest topic keeps them (7 days in k8s).
+    tombstone_hours: float = 168.0
+
+    @property
+    def tombstone_keep(self) -> timedelta:
+        return timedelta(hours=self.tombstone_hours)
 
     @property
     def qdrant_path(self) -> Path:
@@ -165,6 +173,7 @@ class CoreSettings:
                 Path(root).expanduser() for root in reader.names("FACESEARCH_URI_ROOTS", "")
             ),
             calibration=reader.path("FACESEARCH_CALIBRATION"),
+            tombstone_hours=reader.limit("FACESEARCH_TOMBSTONE_HOURS", cls.tombstone_hours, float),
         )
 
 

@@ -6,9 +6,11 @@ Two collections: ``faces__<model id>`` (one point per face, cosine, behind the a
 and ``images`` (one vector-less point per image: where it came from and how many faces it had).
 A third, ``video_frames``, keeps the faces of the sampled frames of videos the services are
 still receiving (vector-less points, the vectors in the payload), until a video's last frame
-arrives and its faces are tracked; then they are dropped.
-A fourth, ``optouts__<model id>``, is the opt-out gallery (``optout``): one point per face of a
-person who opted out, cosine, with its note and time.
+arrives and its faces are tracked; then they are dropped. A fourth, ``tombstones``, keeps one
+vector-less point per recent delete (its selector and time): the search stage drops what it
+names that was submitted before it (see ``erasure``), and ``prune_tombstones`` forgets it once
+no such event can be left in Kafka. A fifth, ``optouts__<model id>``, is the opt-out gallery
+(``optout``): one point per face of a person who opted out, cosine, with its note and time.
 Point ids are derived from content (see ``ids``), so every write is idempotent. Faces are
 written before their image record: a crash in between leaves the image unrecorded, and the next
 run indexes it again over the same ids.
@@ -19,7 +21,10 @@ import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -28,7 +33,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from facesearch.errors import StoreError
-from facesearch.ids import face_point_id, frame_point_id, image_point_id
+from facesearch.ids import face_point_id, frame_point_id, image_point_id, tombstone_point_id
 from facesearch.payloads import (
     face_from_payload,
     face_payload,
@@ -37,8 +42,12 @@ from facesearch.payloads import (
     frame_payload,
     match_from_payload,
     selector_pairs,
+    to_microseconds,
+    tombstone_from_payload,
+    tombstone_payload,
 )
 from facesearch.records import (
+    Erasure,
     FaceRecord,
     Filters,
     FrameFaces,
@@ -47,12 +56,14 @@ from facesearch.records import (
     OptOut,
     Selector,
     StoreStats,
+    Tombstone,
 )
 from facesearch.settings import HnswSettings
 
 FACES_ALIAS = "faces"
 IMAGES_COLLECTION = "images"
 FRAMES_COLLECTION = "video_frames"
+TOMBSTONES_COLLECTION = "tombstones"
 KEYWORD, INTEGER = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.INTEGER
 # Payload indexes by field (a server's, and Qdrant Edge's): what filters, deletes and facets
 # look at.
@@ -89,7 +100,9 @@ class FaceStore(Protocol):
         self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters
     ) -> list[list[Match]]: ...
     def count_faces(self, filters: Filters) -> int: ...
-    def delete(self, selector: Selector) -> tuple[int, int]: ...
+    def delete(self, selector: Selector, at: datetime | None = None) -> Erasure: ...
+    def tombstones(self, pairs: Sequence[tuple[str, str]]) -> list[Tombstone]: ...
+    def prune_tombstones(self, before: datetime) -> int: ...
     def stats(self) -> StoreStats: ...
     def collection_names(self) -> set[str]: ...
     def aliases(self) -> dict[str, str]: ...
@@ -174,6 +187,41 @@ def paged(fetch: Callable[[Any], tuple[list[P], Any]]) -> Iterator[list[P]]:
             return
 
 
+def tombstone_for(selector: Selector, at: datetime | None) -> Tombstone:
+    """The tombstone a delete records (a new receipt id; ``at`` defaults to now), or a
+    ``StoreError`` for a selector of none or several fields."""
+    pairs = selector_pairs(selector)
+    if len(pairs) != 1:
+        raise StoreError("a delete selects by exactly one of image id, label or source URL")
+    (field, value), moment = pairs[0], at or datetime.now(UTC)
+    return Tombstone(field, value, moment, uuid.uuid4().hex)
+
+
+def later(tombstone: Tombstone, found: Sequence[Tombstone]) -> Tombstone:
+    """The tombstone to keep: a delete of the same selector recorded later (by another replica's
+    clock) already covers more submissions."""
+    return max([tombstone, *found], key=lambda t: t.deleted_at)
+
+
+def erasure(
+    tombstone: Tombstone, selector: Selector, faces: int, collections: Iterable[str]
+) -> Erasure:
+    """The receipt of a delete: ``collections`` has one entry per image removed."""
+    counted = Counter(collection or "default" for collection in collections)
+    return Erasure(
+        selector,
+        sum(counted.values()),
+        faces,
+        dict(counted),
+        tombstone.deleted_at,
+        tombstone.receipt_id,
+    )
+
+
+def tombstone_ids(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    return [tombstone_point_id(field, value) for field, value in pairs if value]
+
+
 def faces_collection_name(model_id: str) -> str:
     return "faces__" + re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
 
@@ -254,7 +302,7 @@ class QdrantFaceStore:
             graph = models.HnswConfigDiff(m=self._hnsw.m, ef_construct=self._hnsw.ef_construct)
             vectors = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
             self._create_collection(self.collection, vectors, None if local else graph)
-        for name in (IMAGES_COLLECTION, FRAMES_COLLECTION):
+        for name in (IMAGES_COLLECTION, FRAMES_COLLECTION, TOMBSTONES_COLLECTION):
             if name not in existing:
                 self._create_collection(name, {})
         if self.optouts_collection not in existing:  # small: searched exactly, no graph
@@ -436,15 +484,71 @@ class QdrantFaceStore:
         return self.client.count(self.collection, count_filter=condition, exact=exact).count
 
     @_locked
-    def delete(self, selector: Selector) -> tuple[int, int]:
-        """Delete what the selector names; returns (images, faces) deleted."""
+    def delete(self, selector: Selector, at: datetime | None = None) -> Erasure:
+        """Record the tombstone, then delete what the selector names (an image id's staged
+        video frames too); the receipt says what went. The tombstone comes first, so an event
+        the search stage checks after this began is dropped."""
+        tombstone = tombstone_for(selector, at)
+        self._put_tombstone(tombstone)
         condition = _selector_filter(selector)
         faces = self.client.count(self.collection, count_filter=condition, exact=True).count
-        images = self.client.count(IMAGES_COLLECTION, count_filter=condition, exact=True).count
+        collections = [
+            str((point.payload or {}).get("collection", ""))
+            for page in paged(functools.partial(self._collections_page, condition))
+            for point in page
+        ]
         selector_ = models.FilterSelector(filter=condition)
         self.client.delete(self.collection, selector_, wait=True)
         self.client.delete(IMAGES_COLLECTION, selector_, wait=True)
-        return images, faces
+        if selector.image_id:
+            self.client.delete(FRAMES_COLLECTION, self._of_video(selector.image_id), wait=True)
+        return erasure(tombstone, selector, faces, collections)
+
+    def _collections_page(self, condition: models.Filter, offset: Any) -> tuple[list[Any], Any]:
+        return self.client.scroll(
+            IMAGES_COLLECTION,
+            scroll_filter=condition,
+            limit=MAX_FACES_LISTED,
+            offset=offset,
+            with_payload=["collection"],
+        )
+
+    def _of_video(self, video_id: str) -> models.FilterSelector:
+        condition = _match_all([("video_id", video_id)])
+        assert condition is not None
+        return models.FilterSelector(filter=condition)
+
+    def _put_tombstone(self, tombstone: Tombstone) -> None:
+        kept = later(tombstone, self._tombstones([(tombstone.field, tombstone.value)]))
+        point = models.PointStruct(
+            id=tombstone_point_id(kept.field, kept.value),
+            vector={},
+            payload=tombstone_payload(kept),
+        )
+        self.client.upsert(TOMBSTONES_COLLECTION, [point], wait=True)
+
+    @_locked
+    def tombstones(self, pairs: Sequence[tuple[str, str]]) -> list[Tombstone]:
+        """The tombstones of these (field, value) pairs, kept or expired (one read by id)."""
+        return self._tombstones(pairs)
+
+    def _tombstones(self, pairs: Sequence[tuple[str, str]]) -> list[Tombstone]:
+        ids = tombstone_ids(pairs)
+        found = self.client.retrieve(TOMBSTONES_COLLECTION, ids) if ids else []
+        return [tombstone_from_payload(point.payload or {}) for point in found]
+
+    @_locked
+    def prune_tombstones(self, before: datetime) -> int:
+        """Forget the tombstones recorded before ``before``; returns how many."""
+        old = models.FieldCondition(
+            key="deleted_at_us", range=models.Range(lt=to_microseconds(before))
+        )
+        condition = models.Filter(must=[old])
+        count = self.client.count(TOMBSTONES_COLLECTION, count_filter=condition, exact=True).count
+        if count:
+            selector = models.FilterSelector(filter=condition)
+            self.client.delete(TOMBSTONES_COLLECTION, selector, wait=True)
+        return count
 
     def export(self, batch: int) -> Iterator[list[ImageItem]]:
         """Every image record of this model, ``batch`` at a time, each with its faces and their

@@ -8,6 +8,7 @@ wrong with a bad one.
 One stack (``Stack.up`` in this process) serves the module: it takes a minute or more to start
 on two cores."""
 
+import io
 import json
 import os
 import time
@@ -21,6 +22,7 @@ import grpc
 import pytest
 from gateway_checks import gateway_stub, settled
 from kafka import KafkaConsumer, TopicPartition
+from PIL import Image
 
 from facesearch.access import KeyFile
 from facesearch.audit import AuditRecord
@@ -66,16 +68,19 @@ class KeyedStack:
 
     def images_queued(self) -> int:
         """Messages on the images topic so far."""
+        return self.topic_end("facesearch.images.v1")
+
+    def topic_end(self, topic: str) -> int:
+        """Messages on ``topic`` so far, over its partitions."""
         consumer = KafkaConsumer(bootstrap_servers=self.stack.broker().bootstrap)
         try:
-            topic = "facesearch.images.v1"
             parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
             return sum(consumer.end_offsets(parts).values())
         finally:
             consumer.close()
 
-    def refused(self, method: str, reason: str) -> float:
-        return scrape(self.metrics_port, REFUSED, method=method, reason=reason)
+    def refused(self, method: str, reason: str, **labels: str) -> float:
+        return scrape(self.metrics_port, REFUSED, method=method, reason=reason, **labels)
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +103,23 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
 
 
 def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSearchStub], Any]]:
-    """One valid call of every public method (in this order: RemoveOptOut removes what
-    OptOut added)."""
-    photo, face = demo["gdp"].read_bytes(), demo["yaoming"].read_bytes()
-    added: list[str] = []  # the opt-out OptOut made (by the admin), which RemoveOptOut removes
+    """One valid call of every public method (in this order: each RemoveOptOut that succeeds
+    removes the last opt-out an OptOut made; the two faces alternate, each its own entry)."""
+    photo = demo["gdp"].read_bytes()
+    mirrored = io.BytesIO()
+    Image.open(demo["yaoming"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "PNG")
+    faces = [demo["yaoming"].read_bytes(), mirrored.getvalue()]
+    added: list[str] = []
 
     def opt_out(stub: api_pb2_grpc.FaceSearchStub) -> None:
-        added.append(stub.OptOut(api_pb2.OptOutRequest(image=face)).entry.optout_id)
+        request = api_pb2.OptOutRequest(image=faces[len(added) % 2])
+        added.append(stub.OptOut(request).entry.optout_id)
 
     def remove(stub: api_pb2_grpc.FaceSearchStub) -> Any:
-        return stub.RemoveOptOut(api_pb2.RemoveOptOutRequest(optout_id=added[-1]))
+        last = added[-1] if added else "00000000-0000-0000-0000-000000000000"  # refused anyway
+        answer = stub.RemoveOptOut(api_pb2.RemoveOptOutRequest(optout_id=last))
+        added.pop()
+        return answer
 
     return {
         "IndexImages": lambda s: s.IndexImages(iter([api_pb2.IndexRequest(data=photo)])),
@@ -157,6 +169,23 @@ def test_every_method_refuses_no_key_another_scope_and_a_revoked_key_saying_whic
         assert after == {r: n + 1 for r, n in before.items()}, method
         with gateway_stub(keyed.gateway, admin) as stub:
             assert status(call, stub) == (grpc.StatusCode.OK, ""), method
+        check_exhausted(keyed, method, call)
+
+
+def check_exhausted(keyed: KeyedStack, method: str, call: Callable[..., Any]) -> None:
+    """A key allowed one request in 100 s: its second call of ``method`` is refused with
+    RESOURCE_EXHAUSTED, the time to retry in the message and in the trailing metadata."""
+    slow = keyed.keys.create("slow", ["admin"], [], (0.01, None))[1]
+    with gateway_stub(keyed.gateway, slow) as stub:
+        assert status(call, stub) == (grpc.StatusCode.OK, ""), method
+        with pytest.raises(grpc.RpcError) as caught:
+            call(stub)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
+    details = str(caught.value.details())
+    assert "has used its quota of 0.01 requests a second: retry in " in details, details
+    trailing = {m.key: m.value for m in caught.value.trailing_metadata() or ()}
+    assert 90_000 < int(trailing["retry-after-ms"]) <= 100_000, trailing
+    assert keyed.refused(method, "quota_rps", key_id=slow.split("_")[1]) == 1
 
 
 def test_a_key_revoked_mid_stream_stops_index_images_after_the_images_before(
@@ -294,6 +323,12 @@ def test_the_audit_topic_holds_one_record_per_call_refused_ones_included(
                 status(call, stub)
             key_id = "" if key in (None, "fs_bad") else key.split("_")[1]
             expected.append((method, key_id, *outcome))
+        slow = keyed.keys.create("slow", ["admin"], [], (0.01, None))[1]
+        with gateway_stub(keyed.gateway, slow) as stub:
+            status(call, stub)
+            status(call, stub)
+        expected.append((method, slow.split("_")[1], "OK", ""))
+        expected.append((method, slow.split("_")[1], "RESOURCE_EXHAUSTED", "quota_rps"))
     shop = keyed.key("search", collections=("shop",))
     with gateway_stub(keyed.gateway, shop) as stub:
         status(calls["Search"], stub)  # every collection: not this key's
@@ -308,6 +343,7 @@ def test_the_audit_topic_holds_one_record_per_call_refused_ones_included(
     got = [(r.method, r.key_id, r.status, r.reason) for r in records]
     assert sorted(got) == sorted(expected)
     searches = [r for r in records if r.method == "Search" and r.status == "OK"]
+    searches = [r for r in searches if r.key_id == admin_id]
     assert len(searches) == 3
     assert all(r.query_faces == len(r.face_hashes) >= 1 and r.results >= 1 for r in searches)
     assert len({tuple(r.face_hashes) for r in searches}) == 1  # the same faces, the same hashes
@@ -354,3 +390,38 @@ def test_the_embedded_cli_keeps_its_audit_trail_in_the_data_folder(
     assert records[0]["images"] == 1 and records[0]["results"] == 1
     only = run_cli("audit", "--method", "search", "--since", "1h")
     assert only.stdout.count("Search") == 1, only.stdout
+
+
+def test_a_quota_holds_across_two_gateway_replicas(
+    keyed: KeyedStack, demo: dict[str, Path], start_service: Callable[..., Any]
+) -> None:
+    env = keyed.stack.compose_env(keyed.stack.broker().bootstrap)
+    env["FACESEARCH_GATEWAY_GRPC_PORT"] = str(free_port())
+    env["FACESEARCH_GATEWAY_METRICS_PORT"] = str(free_port())
+    second = start_service("gateway", env).target
+    key = keyed.keys.create("shared", ["search"], [], (None, 4))[1]  # 4 searches a day
+    search = requests(demo)["Search"]
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    ok = (grpc.StatusCode.OK, "")
+    for target in (keyed.gateway, keyed.gateway, second, second):
+        with gateway_stub(target, key) as stub:
+            assert status(search, stub) == ok, target
+        shared(keyed)
+    for target in (second, keyed.gateway):  # each replica counts the other's searches
+        with gateway_stub(target, key) as stub:
+            code, details = status(search, stub)
+        assert code == exhausted and "quota of 4 searches a day: retry in" in details, details
+    with gateway_stub(second, key) as stub:  # other methods are not searches
+        assert status(requests(demo)["Compare"], stub) == ok
+
+
+def shared(keyed: KeyedStack) -> None:
+    """Wait until the gateways' quota usage so far is on the usage topic, and a moment more
+    for the replicas to read it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        before = keyed.topic_end("facesearch.usage.v1")
+        time.sleep(0.5)
+        if keyed.topic_end("facesearch.usage.v1") == before:
+            break
+    time.sleep(1.0)

@@ -6,7 +6,9 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_checks import as_json, ok
@@ -291,13 +293,25 @@ def test_label_and_label_from_dir_together_is_a_usage_error(run_cli: Cli, people
 def test_delete_by_label(run_cli: Cli, people: Path) -> None:
     ok(run_cli("index", "--label-from-dir", people))
 
+    started = datetime.now(UTC)
     deleted = as_json(run_cli("delete", "--label", "bob", "--json"))
 
-    assert deleted == {"images": 2, "faces": 11}
+    assert counts(deleted) == (2, 11)
+    assert (deleted["selector"], deleted["collections"]) == ({"label": "bob"}, {"default": 2})
+    assert re.fullmatch(r"[0-9a-f]{32}", deleted["receipt_id"])
+    deleted_at = datetime.fromisoformat(deleted["deleted_at"])
+    assert started <= deleted_at <= datetime.now(UTC)
     stats = as_json(run_cli("stats", "--json"))
     assert (stats["images"], stats["faces"], stats["labels"]) == (1, 22, {"alice": 1})
-    again = ok(run_cli("delete", "--label", "bob"))
-    assert again.stdout.strip() == "deleted 0 faces of 0 images"
+    again = ok(run_cli("delete", "--label", "bob")).stdout.splitlines()
+    assert again[0] == "deleted 0 faces of 0 images"
+    assert [line.split()[0] for line in again[1:]] == ["receipt", "at", "selector", "collections"]
+    assert again[3:] == ["selector    label=bob", "collections none"]
+    assert again[1] != f"receipt     {deleted['receipt_id']}"
+
+
+def counts(receipt: dict[str, Any]) -> tuple[int, int]:
+    return receipt["images"], receipt["faces"]
 
 
 def test_delete_by_image_path_and_by_image_id(run_cli: Cli, demo: dict[str, Path]) -> None:
@@ -306,8 +320,10 @@ def test_delete_by_image_path_and_by_image_id(run_cli: Cli, demo: dict[str, Path
     by_path = as_json(run_cli("delete", "--image", demo["players"], "--json"))
     by_id = ok(run_cli("delete", "--image", sha256(demo["gdp"]).upper()))
 
-    assert by_path == {"images": 1, "faces": 22}
-    assert by_id.stdout.strip() == "deleted 5 faces of 1 images"
+    assert counts(by_path) == (1, 22)
+    assert by_path["selector"] == {"image_id": sha256(demo["players"])}
+    assert by_id.stdout.splitlines()[0] == "deleted 5 faces of 1 images"
+    assert f"selector    image_id={sha256(demo['gdp'])}" in by_id.stdout.splitlines()
     stats = as_json(run_cli("stats", "--json"))
     assert (stats["images"], stats["faces"]) == (1, 6)
     found = as_json(run_cli("search", demo["yaoming"], "--json", "--threshold", "-1"))
@@ -324,7 +340,8 @@ def test_delete_by_source_url(run_cli: Cli, demo: dict[str, Path]) -> None:
 
     deleted = as_json(run_cli("delete", "--source-url", url, "--json"))
 
-    assert deleted == {"images": 2, "faces": 11}
+    assert counts(deleted) == (2, 11)
+    assert deleted["selector"] == {"source_uri": url}
     stats = as_json(run_cli("stats", "--json"))
     assert (stats["images"], stats["faces"]) == (1, 22)
 

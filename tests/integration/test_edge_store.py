@@ -72,10 +72,25 @@ def test_each_collection_is_a_shard_folder_beside_the_manifest(index: Path) -> N
         "images",
         MANIFEST,
         optouts_collection_name(MODEL),
+        "tombstones",
         "video_frames",
     ]
     manifest = json.loads((index / MANIFEST).read_text())
     assert manifest == {"format": FORMAT_VERSION, "model": MODEL, "dim": DIM}
+
+
+def test_an_index_written_before_tombstones_gets_their_shard_and_keeps_its_faces(
+    index: Path,
+) -> None:
+    shutil.rmtree(index / "tombstones")
+
+    store = EdgeFaceStore.open(MODEL, DIM, index)
+    try:
+        assert store.stats().faces == 2
+        store.delete(Selector(label="nobody"))
+        assert [t.value for t in store.tombstones([("label", "nobody")])] == ["nobody"]
+    finally:
+        store.close()
 
 
 def test_an_index_of_a_newer_format_is_refused_naming_its_version(index: Path) -> None:

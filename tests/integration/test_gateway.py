@@ -13,6 +13,7 @@ from typing import Any, cast
 import grpc
 import numpy as np
 import pytest
+from cli_checks import as_json
 from gateway_checks import index, settled
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image, ImageFilter
@@ -26,7 +27,11 @@ from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 
 
 def test_index_through_the_pipeline_then_search_compare_stats_delete(
-    gateway: api_pb2_grpc.FaceSearchStub, demo: dict[str, Path], analyzed: dict[str, Any]
+    gateway: api_pb2_grpc.FaceSearchStub,
+    gateway_target: str,
+    run_cli: Callable[..., Any],
+    demo: dict[str, Path],
+    analyzed: dict[str, Any],
 ) -> None:
     players = demo["players"].read_bytes()
     truncated = demo["gdp"].read_bytes()[:2000]  # a JPEG header, then nothing
@@ -69,7 +74,16 @@ def test_index_through_the_pipeline_then_search_compare_stats_delete(
     assert (stats.images, stats.labels["team"]) == (2, 1)
     deleted = gateway.Delete(api_pb2.DeleteRequest(label="team"))
     assert (deleted.images, deleted.faces) == (1, len(analyzed["players"][0].faces))
+    assert (deleted.selector.label, dict(deleted.collections)) == ("team", {"default": 1})
+    assert len(deleted.receipt_id) == 32 and deleted.deleted_at.seconds > 0
     assert gateway.Stats(api_pb2.StatsRequest()).images == 1
+    # The CLI prints the receipt through the gateway as it does embedded.
+    t1 = image_id(demo["t1"].read_bytes())
+    receipt = as_json(run_cli("delete", "--image", t1, "--gateway", gateway_target, "--json"))
+    assert (receipt["images"], receipt["faces"]) == (1, len(analyzed["t1"][0].faces))
+    assert (receipt["selector"], receipt["collections"]) == ({"image_id": t1}, {"default": 1})
+    assert receipt["deleted_at"].endswith("Z") and len(receipt["receipt_id"]) == 32
+    assert gateway.Stats(api_pb2.StatsRequest()).images == 0
 
 
 def test_bad_queries_end_with_clear_statuses_and_reflection_lists_the_api(

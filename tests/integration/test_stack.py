@@ -3,16 +3,22 @@ free ports in a temporary data folder; the sample photos (and ../shared/data/fac
 face_recognition when present) indexed through the gateway with ``facesearch index
 --gateway``; ``search --gateway`` with yaoming.jpg finds Yao Ming in players.jpg first; every
 service's /metrics counts what was sent; everything SERVING, the health probe command agrees;
-after ``down`` no process of the stack is left."""
+after ``down`` no process of the stack is left. The images and faces topics, created or set
+by the stack, keep records a day, as deploy/k8s's do."""
 
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
 from facesearch.devstack.stack import KAFKA, QDRANT, SERVICES
+from facesearch.devstack.topics import ensure_topics, stack_topics
 
 UP_TIMEOUT_S = 600  # the broker, then four services loading their models, on two cores
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -110,6 +116,13 @@ def test_up_index_search_status_down(
             )
 
         assert run(stack_env, "stack", "up").returncode == 0  # already up: leaves it alone
+        # Raw photos and face crops are kept a day, not the broker's default week.
+        bootstrap = f"127.0.0.1:{stack_env['FACESEARCH_STACK_KAFKA_PORT']}"
+        kept = topic_configs(bootstrap, ["facesearch.images.v1", "facesearch.faces.v1"])
+        assert {topic: config["retention.ms"] for topic, config in kept.items()} == {
+            "facesearch.images.v1": "86400000",
+            "facesearch.faces.v1": "86400000",
+        }
         status = run(stack_env, "stack", "status")
         assert status.returncode == 0, status.stdout + status.stderr
         probe = subprocess.run(
@@ -189,3 +202,51 @@ def test_a_qdrant_server_shared_by_two_search_replicas(
     assert down.returncode == 0, down.stderr
     assert set(json.loads(down.stdout)["stopped"]) == {KAFKA, QDRANT, *searches, *SERVICES}
     assert processes_of(home, pids) == []
+
+
+TOPICS_YAML = Path(__file__).parents[2] / "deploy" / "k8s" / "base" / "kafka" / "topics.yaml"
+
+
+def topic_configs(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+        # {resource type: {topic: {key: {the config's data}}}}
+        (by_topic,) = admin.describe_configs(resources, config_filter="all").values()
+        return {
+            topic: {
+                key: str(data.get("value", data.get("config_value"))) for key, data in found.items()
+            }
+            for topic, found in by_topic.items()
+        }
+    finally:
+        admin.close()
+
+
+def test_the_stack_creates_or_sets_the_topics_it_keeps_its_own_way(kafka: Any) -> None:
+    base = f"t{uuid.uuid4().hex[:10]}"
+    names = ("IMAGES", "FACES", "USAGE", "AUDIT")
+    env = {f"FACESEARCH_TOPIC_{n}": f"{base}.{n.lower()}" for n in names}
+    topics = stack_topics(env)
+    assert list(topics) == list(env.values())
+    faces = env["FACESEARCH_TOPIC_FACES"]
+    kafka.new_topics(faces, partitions=1)  # as auto-creation left it: the broker's default week
+
+    ensure_topics(kafka.bootstrap, topics)
+    ensure_topics(kafka.bootstrap, topics)  # again: nothing changes
+
+    configs = topic_configs(kafka.bootstrap, list(topics))
+    for topic, wanted in topics.items():
+        assert {key: configs[topic][key] for key in wanted} == wanted, topic
+    assert configs[faces]["retention.ms"] == "86400000"
+    assert configs[env["FACESEARCH_TOPIC_AUDIT"]]["retention.ms"] == str(400 * 86_400_000)
+
+
+def test_the_stack_keeps_them_as_long_as_kubernetes_does() -> None:
+    topics = {
+        doc["spec"]["topicName"]: doc["spec"]["config"]
+        for doc in yaml.safe_load_all(TOPICS_YAML.read_text())
+    }
+    for name, wanted in stack_topics({}).items():
+        config = {key: str(value) for key, value in topics[name].items()}
+        assert {key: config[key] for key in wanted} == wanted, name

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,22 @@ from facesearch.edge_store import EdgeFaceStore
 from facesearch.errors import StoreError
 from facesearch.models import FaceModels
 from facesearch.pipeline import AnalyzedImage, to_records
-from facesearch.records import FaceRecord, Filters, FrameFaces, ImageMeta, ImageRecord, Selector
+from facesearch.records import (
+    Erasure,
+    FaceRecord,
+    Filters,
+    FrameFaces,
+    ImageMeta,
+    ImageRecord,
+    Selector,
+    Tombstone,
+)
 from facesearch.settings import HnswSettings
 from facesearch.store import (
     FACES_ALIAS,
     FRAMES_COLLECTION,
     IMAGES_COLLECTION,
+    TOMBSTONES_COLLECTION,
     FaceStore,
     QdrantFaceStore,
     faces_collection_name,
@@ -287,7 +298,7 @@ def test_delete_returns_counts_and_removes_what_it_names(
 
     deleted = store.delete(selector)
 
-    assert deleted == (1, len(faces))
+    assert (deleted.images, deleted.faces) == (1, len(faces))
     assert store.get_image(image.image_id) is None
     kept = [items[name] for name in items if name != gone]
     stats = store.stats()
@@ -298,7 +309,69 @@ def test_delete_returns_counts_and_removes_what_it_names(
     for other, other_faces in kept:
         assert store.get_image(other.image_id) == other
         assert len(other_faces) > 0
-    assert store.delete(selector) == (0, 0)
+    assert counts(store.delete(selector)) == (0, 0)
+
+
+def counts(erasure: Erasure) -> tuple[int, int]:
+    return erasure.images, erasure.faces
+
+
+def test_delete_answers_a_receipt_and_leaves_a_tombstone(
+    store: FaceStore, analyzed: Analyzed
+) -> None:
+    store.put_images(
+        [
+            records(analyzed, "players", store.model_id, label="ann", collection="team"),
+            records(analyzed, "gdp", store.model_id, label="ann", collection="news"),
+            records(analyzed, "t1", store.model_id, label="ann", collection="news"),
+            records(analyzed, "yaoming", store.model_id, label="bob", collection="news"),
+        ]
+    )
+    at = datetime(2026, 3, 1, 12, 0, 0, 123457, tzinfo=UTC)
+
+    erased = store.delete(Selector(label="ann"), at=at)
+    again = store.delete(Selector(label="ann"))
+
+    assert erased == Erasure(
+        Selector(label="ann"), 3, 22 + 5 + 6, {"team": 1, "news": 2}, at, erased.receipt_id
+    )
+    assert len(erased.receipt_id) == 32 and again.receipt_id != erased.receipt_id
+    assert (again.images, again.faces, again.collections) == (0, 0, {})
+    assert again.deleted_at > at  # now
+    (kept,) = store.tombstones([("label", "ann"), ("label", "bob"), ("image_id", "0" * 64)])
+    assert kept == Tombstone("label", "ann", again.deleted_at, again.receipt_id)
+    assert store.stats().labels == {"bob": 1}
+
+
+def test_a_delete_of_what_is_not_indexed_yet_leaves_its_tombstone(store: FaceStore) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+
+    erased = store.delete(Selector(image_id="e" * 64), at=at)
+    store.delete(Selector(source_uri="https://example.org/x.jpg"), at=at)
+
+    assert (erased.images, erased.faces, erased.collections) == (0, 0, {})
+    found = store.tombstones([("image_id", "e" * 64), ("source_uri", "https://example.org/x.jpg")])
+    assert sorted((t.field, t.deleted_at) for t in found) == [("image_id", at), ("source_uri", at)]
+
+
+def test_tombstones_recorded_before_a_time_are_pruned(store: FaceStore) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    for hours, label in enumerate(["a", "b", "c"]):
+        store.delete(Selector(label=label), at=at + timedelta(hours=hours))
+
+    assert store.prune_tombstones(at + timedelta(hours=1)) == 1
+    assert store.prune_tombstones(at + timedelta(hours=1)) == 0
+    pairs = [("label", "a"), ("label", "b"), ("label", "c")]
+    assert sorted(t.value for t in store.tombstones(pairs)) == ["b", "c"]
+
+
+def test_a_delete_by_video_id_drops_its_staged_frames(store: FaceStore) -> None:
+    video = "d" * 64
+    store.stage_frame(FrameFaces(video, 0, 0, True, []))
+
+    store.delete(Selector(image_id=video))
+
+    assert store.staged_frames(video) == []
 
 
 def test_delete_of_something_never_stored_deletes_nothing(
@@ -306,8 +379,8 @@ def test_delete_of_something_never_stored_deletes_nothing(
 ) -> None:
     store.put_images([records(analyzed, "gdp", store.model_id, label="economists")])
 
-    assert store.delete(Selector(label="nobody")) == (0, 0)
-    assert store.delete(Selector(image_id="0" * 64)) == (0, 0)
+    assert counts(store.delete(Selector(label="nobody"))) == (0, 0)
+    assert counts(store.delete(Selector(image_id="0" * 64))) == (0, 0)
     assert store.stats().faces == 5
 
 
@@ -316,6 +389,8 @@ def test_delete_with_an_empty_selector_is_refused(store: FaceStore, analyzed: An
 
     with pytest.raises(StoreError, match="nothing selected"):
         store.delete(Selector())
+    with pytest.raises(StoreError, match="exactly one"):
+        store.delete(Selector(label="economists", source_uri="/photos/gdp.jpg"))
     assert store.stats().faces == 5
 
 
@@ -427,6 +502,7 @@ def test_a_refused_open_leaves_the_index_as_it_was(
         IMAGES_COLLECTION,
         FRAMES_COLLECTION,
         optouts_collection_name("model-a"),
+        TOMBSTONES_COLLECTION,
     }
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
 
@@ -579,6 +655,7 @@ def test_stores_opening_one_empty_server_at_once_all_succeed(
             IMAGES_COLLECTION,
             FRAMES_COLLECTION,
             optouts_collection_name(face_models.model_id),
+            TOMBSTONES_COLLECTION,
         }
         assert aliases == {FACES_ALIAS}
     wipe(url)

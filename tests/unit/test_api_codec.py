@@ -2,14 +2,24 @@
 reads back. Values are exact in float32, the protos' floats, so round trips compare equal."""
 
 from dataclasses import astuple, replace
+from datetime import UTC, datetime
 
 import pytest
 
 from facesearch.calibration import LFW
 from facesearch.codec import api as api_codec
+from facesearch.errors import BadMessageError
 from facesearch.identities import by_person
 from facesearch.proto.v1 import api_pb2
-from facesearch.records import ImageMeta, ImageRecord, Match, Rejection, UnindexedFace
+from facesearch.records import (
+    Erasure,
+    ImageMeta,
+    ImageRecord,
+    Match,
+    Rejection,
+    Selector,
+    UnindexedFace,
+)
 from facesearch.searching import QueryFace
 
 STILL = Match(0.75, "a" * 64, 1, (10.0, 20.5, 50.0, 70.25), "https://x/a", "/p/a.jpg", "ann",
@@ -99,3 +109,38 @@ def test_image_records_keep_their_kind_and_unindexed_faces() -> None:
     old = api_codec.image_to_proto(still)
     old.ClearField("kind")  # a server from before kinds
     assert api_codec.image_record_from_proto(old).kind == "image"
+
+
+def test_a_receipt_goes_both_ways_to_the_microsecond() -> None:
+    erasure = Erasure(
+        Selector(source_uri="https://example.org/a.jpg"),
+        3,
+        12,
+        {"default": 1, "news": 2},
+        datetime(2026, 3, 1, 12, 0, 0, 654321, tzinfo=UTC),
+        "ab" * 16,
+    )
+
+    assert api_codec.erasure_from_proto(api_codec.erasure_to_proto(erasure)) == erasure
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (api_pb2.DeleteRequest(), "needs one of"),
+        (api_pb2.DeleteRequest(label=""), "needs one of"),
+        (api_pb2.DeleteRequest(image_id="holiday.jpg"), "64 hex digits"),
+        (api_pb2.DeleteRequest(image_id="g" * 64), "64 hex digits"),
+    ],
+    ids=["none", "empty", "file-name", "not-hex"],
+)
+def test_a_bad_delete_selector_is_a_bad_message(
+    request_: api_pb2.DeleteRequest, message: str
+) -> None:
+    with pytest.raises(BadMessageError, match=message):
+        api_codec.selector_from_proto(request_)
+
+
+def test_a_delete_by_image_id_takes_it_in_lower_case() -> None:
+    request = api_pb2.DeleteRequest(image_id="AB" * 32)
+    assert api_codec.selector_from_proto(request) == Selector(image_id="ab" * 32)

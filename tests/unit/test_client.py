@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from facesearch.errors import (
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import (
+    Erasure,
     Filters,
     ImageMeta,
     ImageRecord,
@@ -47,6 +49,15 @@ from facesearch.rpc.edge import MESSAGE_OPTIONS, translate_errors
 
 DEAD = "127.0.0.1:1"  # nothing listens on port 1
 MODEL = "fake-model"
+# What the fake answers a delete (with the selector it was given).
+RECEIPT = Erasure(
+    Selector(),
+    2,
+    7,
+    {"default": 1, "holidays": 1},
+    datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+    "c0ffee" * 5 + "00",
+)
 
 
 OPTOUT_ID = "96dd7e1e-92e3-5ee0-ba1e-25a7824b1f5a"
@@ -202,8 +213,9 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
 
     @translate_errors
     def Delete(self, request: api_pb2.DeleteRequest, context: Any) -> Any:
-        self.deleted.append(api_codec.selector_from_proto(request))
-        return api_pb2.DeleteResponse(images=2, faces=7)
+        selector = api_codec.selector_from_proto(request)
+        self.deleted.append(selector)
+        return api_codec.erasure_to_proto(replace(RECEIPT, selector=selector))
 
     def Stats(self, request: api_pb2.StatsRequest, context: Any) -> Any:
         stats = StoreStats(3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333")
@@ -331,7 +343,7 @@ def test_compare_gives_the_similarity_of_every_pair(client: GatewayClient) -> No
 
 
 def test_delete_and_stats(client: GatewayClient, fake: FakeFaceSearch) -> None:
-    assert client.delete(Selector(label="ann")) == (2, 7)
+    assert client.delete(Selector(label="ann")) == replace(RECEIPT, selector=Selector(label="ann"))
     assert fake.deleted == [Selector(label="ann")]
     assert client.stats() == StoreStats(
         3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333"
@@ -573,10 +585,25 @@ def test_a_query_without_a_face_through_a_gateway_is_the_embedded_error(
 
 def test_delete_and_stats_through_a_gateway(target: str, fake: FakeFaceSearch) -> None:
     deleted = run("delete", "--label", "ann", "--gateway", target)
+    receipt = run("delete", "--label", "ann", "--gateway", target, "--json")
     stats = run("stats", "--gateway", target)
 
-    assert deleted.stdout == "deleted 7 faces of 2 images\n"
-    assert fake.deleted == [Selector(label="ann")]
+    assert deleted.stdout.splitlines() == [
+        "deleted 7 faces of 2 images",
+        f"receipt     {RECEIPT.receipt_id}",
+        "at          2026-03-01T12:00:00.123456Z",
+        "selector    label=ann",
+        "collections default (1), holidays (1)",
+    ]
+    assert json.loads(receipt.stdout) == {
+        "receipt_id": RECEIPT.receipt_id,
+        "deleted_at": "2026-03-01T12:00:00.123456Z",
+        "selector": {"label": "ann"},
+        "images": 2,
+        "faces": 7,
+        "collections": {"default": 1, "holidays": 1},
+    }
+    assert fake.deleted == [Selector(label="ann")] * 2
     assert stats.stdout.splitlines()[:3] == [
         "data     http://qdrant:6333",
         f"model    {MODEL}",

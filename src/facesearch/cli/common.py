@@ -15,6 +15,7 @@ from tqdm import tqdm
 from facesearch.audit import AUDIT_FILE, AuditFile, audited, embedding_hash
 from facesearch.calibration import calibration_for, mismatch
 from facesearch.devstack.keys import read_stack_key
+from facesearch.erasure import erase
 from facesearch.errors import NotFoundError
 from facesearch.faces import embed_faces
 from facesearch.identities import label_by_name
@@ -29,7 +30,7 @@ from facesearch.optout import (
     require_optout_id,
 )
 from facesearch.pipeline import analyze
-from facesearch.records import Filters, OptOut, OptOutErasure, Selector, StoreStats
+from facesearch.records import Erasure, Filters, OptOut, OptOutErasure, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, note_search, search_image
@@ -171,7 +172,7 @@ class Backend(Protocol):
         self, data: bytes, top_k: int, threshold: float | None, filters: Filters
     ) -> Found: ...
 
-    def delete(self, selector: Selector) -> tuple[int, int]: ...
+    def delete(self, selector: Selector) -> Erasure: ...
 
     def stats(self) -> StoreStats: ...
 
@@ -222,11 +223,11 @@ class EmbeddedBackend:
             note_search(note, found)
         return found
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
+    def delete(self, selector: Selector) -> Erasure:
         with audited(self.audit, "Delete") as note:
-            images, faces = self.store.delete(selector)
-            note.results = faces
-        return images, faces
+            erased = erase(self.store, selector, self.settings.tombstone_keep)
+            note.results = erased.faces
+        return erased
 
     def stats(self) -> StoreStats:
         with audited(self.audit, "Stats"):
@@ -287,7 +288,7 @@ class GatewayBackend:
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
         return self.client.search(data, top_k, threshold, filters)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
+    def delete(self, selector: Selector) -> Erasure:
         return self.client.delete(selector)
 
     def stats(self) -> StoreStats:

@@ -70,6 +70,20 @@ def _scopes(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> l
     help="Limit the key to this collection (repeat for several): it may index into, search "
     "and read images of only those, and may not delete. Default: every collection.",
 )
+@click.option(
+    "--rps",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Requests a second the key may make, over all gateway replicas (a burst of one "
+    "second's worth). 0: no limit. Default: the gateway's FACESEARCH_GATEWAY_DEFAULT_RPS.",
+)
+@click.option(
+    "--searches-per-day",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Search calls a day the key may make (refilled steadily, not at midnight). 0: no "
+    "limit. Default: the gateway's FACESEARCH_GATEWAY_DEFAULT_SEARCHES_PER_DAY.",
+)
 @click.option("--name", default="", help="Who or what the key is for, shown by `keys list`.")
 @keys_file_option
 @json_option
@@ -78,14 +92,18 @@ def create(
     settings: CoreSettings,
     scopes: list[str],
     collections: tuple[str, ...],
+    rps: float | None,
+    searches_per_day: int | None,
     name: str,
     keys_file: Path | None,
     as_json: bool,
 ) -> None:
     """Make a key, add its hash to the keys file and print the key: the only time it is
-    shown."""
+    shown. A call over a quota is refused with RESOURCE_EXHAUSTED, saying when to retry (and
+    the gRPC trailing metadata retry-after-ms)."""
+    limits = (rps, searches_per_day)
     try:
-        record, key = key_file(settings, keys_file).create(name, scopes, collections)
+        record, key = key_file(settings, keys_file).create(name, scopes, collections, limits)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     except OSError as exc:
@@ -135,7 +153,12 @@ def _line(record: ApiKey) -> str:
     limits = ",".join(record.collections) or "every collection"
     state = f"revoked {record.revoked}" if record.revoked else "active"
     name = f' "{record.name}"' if record.name else ""
+    quotas = ", ".join(
+        f"{value:g} {unit}"
+        for value, unit in ((record.rps, "rps"), (record.searches_per_day, "searches a day"))
+        if value is not None
+    )
     return (
-        f"key {record.id}{name}: {','.join(record.scopes)} on {limits}, "
-        f"created {record.created}, {state}"
+        f"key {record.id}{name}: {','.join(record.scopes)} on {limits}"
+        f"{f' ({quotas})' if quotas else ''}, created {record.created}, {state}"
     )

@@ -299,18 +299,22 @@ def delete(
     gateway: str | None,
     as_json: bool,
 ) -> None:
-    """Delete faces from the index: those of one image, of a label, or of a source."""
+    """Delete faces from the index: those of one image, of a label, or of a source.
+
+    Prints a receipt (its id, when, what was asked, what was removed) to keep as proof.
+    Whatever the selector names that was submitted before and is still in the pipeline is
+    dropped when it arrives; a submission after the delete is indexed."""
     if sum(bool(v) for v in (image, label, source_url)) != 1:
         raise click.UsageError("give exactly one of --image, --label, --source-url")
     selector = Selector(
         image_id=resolve_image(image) if image else "", label=label, source_uri=source_url
     )
     with backend(settings, data_dir, gateway) as work:
-        images, faces = work.delete(selector)
+        erased = work.delete(selector)
     if as_json:
-        output.emit_json({"images": images, "faces": faces})
+        output.emit_json(erased.as_json())
     else:
-        click.echo(f"deleted {faces} faces of {images} images")
+        output.print_erasure(erased)
 
 
 def resolve_image(text: str) -> str:

@@ -12,7 +12,7 @@ from facesearch.calibration import Decisions
 from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
 from facesearch.optout import OPTED_OUT
-from facesearch.records import Box, Match, Rejection, StoreStats
+from facesearch.records import Box, Erasure, Match, Rejection, StoreStats
 from facesearch.searching import Found, QueryFace
 from facesearch.video import format_ms
 
@@ -165,6 +165,21 @@ def print_summary(summary: Summary, queued: int = 0) -> None:
         click.echo(f"{summary.ignored} files in the folders were not images and were ignored")
     for outcome in summary.failed:
         click.echo(f"skipped {outcome.path}: {outcome.reason}", err=True)
+
+
+def print_erasure(erasure: Erasure) -> None:
+    """The receipt of a delete: its first line as before receipts, then what to keep."""
+    click.echo(f"deleted {erasure.faces} faces of {erasure.images} images")
+    data = erasure.as_json()
+    collections = ", ".join(f"{k} ({v})" for k, v in data["collections"].items()) or "none"
+    rows = [
+        ("receipt", erasure.receipt_id),
+        ("at", data["deleted_at"]),
+        ("selector", ", ".join(f"{k}={v}" for k, v in data["selector"].items())),
+        ("collections", collections),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<11} {value}")
 
 
 def print_stats(stats: StoreStats) -> None:

@@ -3,14 +3,19 @@ internal.proto), both ways: records to messages for the servers, messages to rec
 clients (facesearch.rpc.client), one function per message, so every side converts alike."""
 
 from dataclasses import asdict, fields
+from datetime import UTC
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from facesearch.calibration import FMRS, Calibration, Decisions
 from facesearch.codec import events as event_codec
 from facesearch.codec.events import box_from_proto, box_to_proto, meta_from_proto, meta_to_proto
 from facesearch.errors import BadMessageError
 from facesearch.identities import FacePeople, Person
+from facesearch.ids import looks_like_image_id
 from facesearch.proto.v1 import api_pb2
 from facesearch.records import (
+    Erasure,
     FaceRecord,
     Filters,
     ImageRecord,
@@ -162,12 +167,33 @@ def filters_from_proto(filters: api_pb2.Filters) -> Filters:
 
 
 def selector_from_proto(request: api_pb2.DeleteRequest) -> Selector:
-    """Exactly one non-empty selector, else a ``BadMessageError``."""
+    """Exactly one non-empty selector, else a ``BadMessageError``; an image id must be one (a
+    delete of anything else would record a tombstone that can never match)."""
     which = request.WhichOneof("selector")
     value = getattr(request, which) if which else ""
     if not which or not value:
         raise BadMessageError("a delete needs one of image_id, label or source_uri, not empty")
+    if which == "image_id":
+        if not looks_like_image_id(value):
+            raise BadMessageError(
+                f"image_id {value[:80]!r} is not an image id: give the sha256 of the image's "
+                "bytes, 64 hex digits"
+            )
+        value = value.lower()
     return Selector(**{which: value})
+
+
+def erasure_to_proto(erasure: Erasure) -> api_pb2.DeleteResponse:
+    deleted_at = Timestamp()
+    deleted_at.FromDatetime(erasure.deleted_at)
+    return api_pb2.DeleteResponse(
+        images=erasure.images,
+        faces=erasure.faces,
+        receipt_id=erasure.receipt_id,
+        deleted_at=deleted_at,
+        selector=selector_to_proto(erasure.selector),
+        collections=erasure.collections,
+    )
 
 
 # -- for the clients ------------------------------------------------------------------------
@@ -257,6 +283,19 @@ def selector_to_proto(selector: Selector) -> api_pb2.DeleteRequest:
     if len(given) != 1:
         raise BadMessageError("a delete needs exactly one of image_id, label, source_uri")
     return api_pb2.DeleteRequest(**given)
+
+
+def erasure_from_proto(response: api_pb2.DeleteResponse) -> Erasure:
+    selector = response.selector
+    which = selector.WhichOneof("selector")
+    return Erasure(
+        Selector(**{which: getattr(selector, which)}) if which else Selector(),
+        response.images,
+        response.faces,
+        dict(response.collections),
+        response.deleted_at.ToDatetime(tzinfo=UTC),
+        response.receipt_id,
+    )
 
 
 def stats_from_proto(stats: api_pb2.StatsResponse) -> StoreStats:

@@ -38,6 +38,7 @@ from facesearch.devstack.broker import Broker, free_port
 from facesearch.devstack.keys import ensure_admin_key, keys_path, read_stack_key
 from facesearch.devstack.processes import file_lock, process_args, wait_gone
 from facesearch.devstack.qdrant import QdrantServer, require_binary
+from facesearch.devstack.topics import ensure_topics, stack_topics
 from facesearch.errors import ConfigError, FaceSearchError
 from facesearch.rpc.health import SERVING, UNREACHABLE, check
 from facesearch.rpc.settings import (
@@ -277,11 +278,13 @@ class Stack:
             ensure_admin_key(self.home, keys_file, self.server("gateway", env).grpc_address)
 
     def _ensure_kafka(self, timeout_s: float, report: Progress, started: list[str]) -> str:
+        """The broker running, and the topics ``devstack.topics`` configures (the others are
+        auto-created with the broker's defaults)."""
         broker = self.broker()
-        if broker.running_pid() is not None:
-            return broker.bootstrap
-        self._broker = broker
-        self._launch(KAFKA, broker, timeout_s, report, started)
+        if broker.running_pid() is None:
+            self._broker = broker
+            self._launch(KAFKA, broker, timeout_s, report, started)
+        ensure_topics(broker.bootstrap, stack_topics(self.env))
         return broker.bootstrap
 
     def _check_replicas(self) -> None:

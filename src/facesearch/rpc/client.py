@@ -24,6 +24,7 @@ from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
 from facesearch.records import (
     Box,
+    Erasure,
     Filters,
     ImageRecord,
     OptOut,
@@ -186,11 +187,11 @@ class GatewayClient:
                 similarity[row[pair.a_index]][column[pair.b_index]] = pair.similarity
         return Comparison(faces_a, faces_b, similarity, _float32(got.threshold), got.model)
 
-    def delete(self, selector: Selector) -> tuple[int, int]:
-        """(images, faces) deleted."""
+    def delete(self, selector: Selector) -> Erasure:
+        """The receipt of the delete: what was removed, when, under which receipt id."""
         request = api_codec.selector_to_proto(selector)
         got = self._call(lambda: self._stub.Delete(request, timeout=self.timeout_s))
-        return got.images, got.faces
+        return api_codec.erasure_from_proto(got)
 
     def stats(self) -> StoreStats:
         request = api_pb2.StatsRequest()

@@ -44,6 +44,7 @@ STATUS_OF_CODE = {
     errors.DeadlineError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.UnauthenticatedError.code: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
+    errors.QuotaError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
     cls.code: cls
@@ -61,6 +62,7 @@ ERROR_OF_CODE: dict[str, type[FaceSearchError]] = {
         errors.DeadlineError,
         errors.UnauthenticatedError,
         errors.PermissionDeniedError,
+        errors.QuotaError,
         TransientError,
     )
 }

@@ -13,11 +13,12 @@ others), and the gateway's ``FACESEARCH_INTERNAL_TLS_*`` for those channels.
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from facesearch.errors import ConfigError
+from facesearch.quotas import Limits
 from facesearch.rpc.tls import ClientTls, ServerTls, read_client_tls, read_server_tls
 from facesearch.settings import MAX_MESSAGE_BYTES, CoreSettings, EnvReader
 
@@ -29,6 +30,7 @@ class KafkaSettings:
     faces_topic: str = "facesearch.faces.v1"
     embeddings_topic: str = "facesearch.embeddings.v1"
     audit_topic: str = "facesearch.audit.v1"  # the gateway's record of every call
+    usage_topic: str = "facesearch.usage.v1"  # the gateway replicas' shared quota usage
     # The broker, producers and consumers all allow messages this large (the broker's own
     # default is 1 MiB).
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -43,6 +45,7 @@ class KafkaSettings:
             faces_topic=reader.text("FACESEARCH_TOPIC_FACES", cls.faces_topic),
             embeddings_topic=reader.text("FACESEARCH_TOPIC_EMBEDDINGS", cls.embeddings_topic),
             audit_topic=reader.text("FACESEARCH_TOPIC_AUDIT", cls.audit_topic),
+            usage_topic=reader.text("FACESEARCH_TOPIC_USAGE", cls.usage_topic),
             max_message_bytes=reader.limit(
                 "FACESEARCH_KAFKA_MAX_MESSAGE_BYTES", cls.max_message_bytes, int
             ),
@@ -173,6 +176,9 @@ class GatewaySettings(_ServiceSettings):
     # The API keys it accepts (access.KeyFile); None only with FACESEARCH_GATEWAY_AUTH=off,
     # a development stack where every caller may do everything.
     keys_file: Path | None = None
+    # The quotas of a key that sets none (FACESEARCH_GATEWAY_DEFAULT_RPS and
+    # _DEFAULT_SEARCHES_PER_DAY; 0: no limit).
+    default_limits: Limits = field(default_factory=Limits)
     # How it reaches the internal services: FACESEARCH_INTERNAL_TLS_CA (their CA), _CERT and
     # _KEY (its client certificate, if they require one), _SERVER_NAME; None: plaintext.
     internal_tls: ClientTls | None = None
@@ -195,6 +201,10 @@ class GatewaySettings(_ServiceSettings):
                 "FACESEARCH_GATEWAY_MAX_IMAGES_PER_CALL", cls.max_images_per_call, int
             ),
             "keys_file": _keys_file(reader),
+            "default_limits": Limits(
+                reader.number("FACESEARCH_GATEWAY_DEFAULT_RPS", 0.0, float),
+                reader.number("FACESEARCH_GATEWAY_DEFAULT_SEARCHES_PER_DAY", 0, int),
+            ),
             "internal_tls": read_client_tls(reader, "FACESEARCH_INTERNAL_TLS"),
         }
 

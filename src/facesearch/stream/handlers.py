@@ -5,14 +5,17 @@ none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered),
 that is down a ``TransientError`` (retried, then paused)."""
 
 import functools
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC
 
 import numpy as np
 from prometheus_client import Histogram
 
 from facesearch.codec import events as event_codec
+from facesearch.erasure import TombstoneCheck
 from facesearch.errors import BadMessageError, StoreError, TransientError
 from facesearch.faces import embed_faces
 from facesearch.ids import image_id
@@ -21,14 +24,21 @@ from facesearch.models import FaceModels, file_model_id
 from facesearch.optout import OptOutCheck, screen_records
 from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
-from facesearch.records import FaceRecord, ImageRecord
+from facesearch.records import FaceRecord, ImageRecord, Selector, Tombstone
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
-from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
+from facesearch.stream.video_events import (
+    Records,
+    check_id,
+    frame_events,
+    open_video_event,
+    take_frame,
+)
 from facesearch.stream.worker import BatchHandler, Handler, Message, Outcome
 from facesearch.tracking import TrackerSettings
 from facesearch.uris import read_uri
 
+log = logging.getLogger(__name__)
 Parsed = tuple[events_pb2.FacesEvent, AnalyzedImage]
 
 
@@ -132,13 +142,17 @@ def store_handler(
     *,
     metrics: WorkMetrics | None = None,
     tracking: TrackerSettings | None = None,
+    erased: TombstoneCheck | None = None,
     optouts: OptOutCheck | None = None,
 ) -> Handler:
     """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes (a video's
-    frames are kept until its last, then tracked: ``video_events.take_frame``); an image's
-    faces that match an opt-out are left out (``optout.screen_records``)."""
+    frames are kept until its last, then tracked: ``video_events.take_frame``). An event that a
+    Delete's tombstone covers is dropped (``erasure``); checked again once written, since a
+    Delete answered by another replica in between would otherwise miss it. An image's faces
+    that match an opt-out are left out (``optout.screen_records``)."""
     timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
     tracking = tracking or TrackerSettings()
+    erased = erased or TombstoneCheck(store, CoreSettings().tombstone_keep)
 
     def handle(key: bytes | None, value: bytes) -> list[Message]:
         event = event_codec.parse(events_pb2.EmbeddingsEvent, value)
@@ -149,13 +163,13 @@ def store_handler(
             )
         try:
             with _timed(timer):
-                if event.HasField("frame"):
-                    screen = functools.partial(_screened, optouts=optouts, metrics=metrics)
-                    if not take_frame(store, event, tracking, screen):
-                        return []  # a frame kept; the video is not stored yet
-                else:
-                    records = event_codec.records_from_embeddings(event, store.dim)
-                    store.put_images([_screened(records, optouts, metrics)])
+                if _drop_erased(store, event, erased, metrics):
+                    return []
+                screen = functools.partial(_screened, optouts=optouts, metrics=metrics)
+                if not _write(store, event, tracking, screen):
+                    return []  # a frame kept: the video is not stored yet
+                if _unwrite_erased(store, event, erased, metrics):
+                    return []
         except StoreError as exc:
             raise TransientError(str(exc)) from exc
         if metrics and event.HasField("submitted_at"):
@@ -164,3 +178,76 @@ def store_handler(
         return []
 
     return handle
+
+
+def _write(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    tracking: TrackerSettings,
+    screen: Callable[[Records], Records],
+) -> bool:
+    """Store the event, without the faces ``screen`` leaves out; False for a video frame kept
+    until the video's last."""
+    if event.HasField("frame"):
+        return take_frame(store, event, tracking, screen)
+    store.put_images([screen(event_codec.records_from_embeddings(event, store.dim))])
+    return True
+
+
+def _covering(event: events_pb2.EmbeddingsEvent, erased: TombstoneCheck) -> Tombstone | None:
+    submitted = (
+        event.submitted_at.ToDatetime(tzinfo=UTC) if event.HasField("submitted_at") else None
+    )
+    return erased(event.image_id, event_codec.meta_from_proto(event.meta), submitted)
+
+
+def _drop_erased(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    erased: TombstoneCheck,
+    metrics: WorkMetrics | None,
+) -> bool:
+    """Whether a tombstone covers the event, which is then not written (nor a video's frames
+    kept so far)."""
+    tombstone = _covering(event, erased)
+    if tombstone is None:
+        return False
+    if event.HasField("frame"):
+        store.drop_staged(event.image_id)
+    _count_erased(event, tombstone, metrics, "dropped")
+    return True
+
+
+def _unwrite_erased(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    erased: TombstoneCheck,
+    metrics: WorkMetrics | None,
+) -> bool:
+    """Delete what was just written if a Delete covering it came meanwhile (True then)."""
+    tombstone = _covering(event, erased)
+    if tombstone is None:
+        return False
+    store.delete(Selector(image_id=event.image_id), at=tombstone.deleted_at)
+    _count_erased(event, tombstone, metrics, "removed again once written")
+    return True
+
+
+def _count_erased(
+    event: events_pb2.EmbeddingsEvent,
+    tombstone: Tombstone,
+    metrics: WorkMetrics | None,
+    what: str,
+) -> None:
+    # The image id and the receipt, never the selector's value (a label names a person).
+    log.info(
+        "%s %s, submitted %s: erased by delete %s (by %s at %s)",
+        what,
+        event.image_id,
+        event.submitted_at.ToJsonString() if event.HasField("submitted_at") else "(unknown)",
+        tombstone.receipt_id,
+        tombstone.field,
+        tombstone.deleted_at.isoformat(),
+    )
+    if metrics is not None:
+        metrics.events_erased.labels(tombstone.field).inc()

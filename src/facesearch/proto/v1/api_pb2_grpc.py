@@ -118,7 +118,11 @@ class FaceSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Deletes the faces and records of one image, of a label or of a source.
+        """Deletes the faces and records of one image, of a label or of a source, and answers with a
+        receipt. The delete also leaves a tombstone: whatever of the selector was submitted until
+        then and is still in the pipeline is dropped by the search service instead of indexed (a
+        submission after the delete is indexed). INVALID_ARGUMENT for an empty selector or an
+        image_id that is not 64 hex digits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

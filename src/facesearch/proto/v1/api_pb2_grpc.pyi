@@ -54,7 +54,12 @@ class FaceSearchStub:
     Compare: _grpc.UnaryUnaryMultiCallable[_api_pb2.CompareRequest, _api_pb2.CompareResponse]
     """Every face of one image against every face of another; nothing is stored."""
     Delete: _grpc.UnaryUnaryMultiCallable[_api_pb2.DeleteRequest, _api_pb2.DeleteResponse]
-    """Deletes the faces and records of one image, of a label or of a source."""
+    """Deletes the faces and records of one image, of a label or of a source, and answers with a
+    receipt. The delete also leaves a tombstone: whatever of the selector was submitted until
+    then and is still in the pipeline is dropped by the search service instead of indexed (a
+    submission after the delete is indexed). INVALID_ARGUMENT for an empty selector or an
+    image_id that is not 64 hex digits.
+    """
     Stats: _grpc.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]
     """What the index holds."""
     OptOut: _grpc.UnaryUnaryMultiCallable[_api_pb2.OptOutRequest, _api_pb2.OptOutResponse]
@@ -88,7 +93,12 @@ class FaceSearchAsyncStub(FaceSearchStub):
     Compare: _aio.UnaryUnaryMultiCallable[_api_pb2.CompareRequest, _api_pb2.CompareResponse]  # type: ignore[assignment]
     """Every face of one image against every face of another; nothing is stored."""
     Delete: _aio.UnaryUnaryMultiCallable[_api_pb2.DeleteRequest, _api_pb2.DeleteResponse]  # type: ignore[assignment]
-    """Deletes the faces and records of one image, of a label or of a source."""
+    """Deletes the faces and records of one image, of a label or of a source, and answers with a
+    receipt. The delete also leaves a tombstone: whatever of the selector was submitted until
+    then and is still in the pipeline is dropped by the search service instead of indexed (a
+    submission after the delete is indexed). INVALID_ARGUMENT for an empty selector or an
+    image_id that is not 64 hex digits.
+    """
     Stats: _aio.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]  # type: ignore[assignment]
     """What the index holds."""
     OptOut: _aio.UnaryUnaryMultiCallable[_api_pb2.OptOutRequest, _api_pb2.OptOutResponse]  # type: ignore[assignment]
@@ -149,7 +159,12 @@ class FaceSearchServicer(metaclass=_abc_1.ABCMeta):
         request: _api_pb2.DeleteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.DeleteResponse, _abc.Awaitable[_api_pb2.DeleteResponse]]:
-        """Deletes the faces and records of one image, of a label or of a source."""
+        """Deletes the faces and records of one image, of a label or of a source, and answers with a
+        receipt. The delete also leaves a tombstone: whatever of the selector was submitted until
+        then and is still in the pipeline is dropped by the search service instead of indexed (a
+        submission after the delete is indexed). INVALID_ARGUMENT for an empty selector or an
+        image_id that is not 64 hex digits.
+        """
 
     @_abc_1.abstractmethod
     def Stats(

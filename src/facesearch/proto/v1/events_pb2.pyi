@@ -461,3 +461,42 @@ class AuditRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015
+
+@_typing.final
+class UsageEvent(_message.Message):
+    """Topic facesearch.usage.v1, key the key id: the calls one gateway replica let one key make in
+    a short interval, so that every replica's quota buckets count every replica's calls.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    SEARCHES_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    replica: _builtins.str
+    """the replica that let them pass (it skips its own events)"""
+    at_ms: _builtins.int
+    """epoch milliseconds, the end of the interval"""
+    requests: _builtins.int
+    """calls of any method"""
+    searches: _builtins.int
+    """Search calls among them"""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        replica: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+        requests: _builtins.int = ...,
+        searches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "key_id", b"key_id", "replica", b"replica", "requests", b"requests", "searches", b"searches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015

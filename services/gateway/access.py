@@ -43,6 +43,10 @@ METHOD_SCOPES = {
     "Compare": ("search",),
     "Delete": ("delete",),
     "Stats": ("admin",),  # it lists every label: people's names
+    # Opt-outs change what everyone may index and find, and erase faces of every collection.
+    "OptOut": ("admin",),
+    "ListOptOuts": ("admin",),
+    "RemoveOptOut": ("admin",),
 }
 SEARCHES = {"Search"}  # the methods a key's searches-per-day quota counts
 CALLER: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("caller", default=None)

@@ -107,3 +107,10 @@ class InternalCalls:
         matches = [[api_codec.match_from_proto(m) for m in r.matches] for r in found.results]
         hashes = tuple(embedding_hash(v.values) for v in vectors.vectors)
         return Queried(matches, found.model, found.gallery_faces, hashes)
+
+    def opted_out(self, embedded: internal_pb2.EmbedResponse) -> list[bool]:
+        """Whether each embedded face matches an opt-out (the search service holds them)."""
+        if not embedded.vectors:
+            return []
+        request = internal_pb2.MatchOptOutsRequest(vectors=embedded.vectors, model=embedded.model)
+        return list(self.call(self.backends.search.MatchOptOuts, request, "search").opted_out)

@@ -14,6 +14,7 @@ from facesearch.audit import embedding_hash
 from facesearch.calibration import LFW_THRESHOLD, Calibration
 from facesearch.codec import api as api_codec
 from facesearch.codec import events as event_codec
+from facesearch.codec.events import box_from_proto
 from facesearch.errors import (
     BadMessageError,
     FaceSearchError,
@@ -23,7 +24,8 @@ from facesearch.errors import (
     TransientError,
 )
 from facesearch.identities import by_person
-from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2
+from facesearch.optout import PhotoFace, pick_face
+from facesearch.proto.v1 import api_pb2, api_pb2_grpc, events_pb2, internal_pb2
 from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.rpc.settings import GatewaySettings
 from facesearch.searching import note_search, search_image
@@ -225,7 +227,13 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
         vectors = vectors.reshape(len(a.faces) + len(b.faces), -1)
         note = audit_note()
         note.query_faces, note.face_hashes = len(vectors), [embedding_hash(v) for v in vectors]
-        similarity = vectors[: len(a.faces)] @ vectors[len(a.faces) :].T
+        # A face that matches an opt-out is left out, as if it were not there.
+        shown = [not hit for hit in calls.opted_out(embedded)]
+        faces_a = [f for f, keep in zip(a.faces, shown[: len(a.faces)], strict=True) if keep]
+        faces_b = [f for f, keep in zip(b.faces, shown[len(a.faces) :], strict=True) if keep]
+        rows_a = vectors[: len(a.faces)][shown[: len(a.faces)]]
+        rows_b = vectors[len(a.faces) :][shown[len(a.faces) :]]
+        similarity = rows_a @ rows_b.T
         pairs = [
             api_pb2.FacePair(
                 a_index=fa.index,
@@ -233,12 +241,12 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
                 similarity=float(similarity[i, j]),
                 same_person=bool(similarity[i, j] >= threshold),
             )
-            for i, fa in enumerate(a.faces)
-            for j, fb in enumerate(b.faces)
+            for i, fa in enumerate(faces_a)
+            for j, fb in enumerate(faces_b)
         ]
         return api_pb2.CompareResponse(
-            faces_a=[_face(f) for f in a.faces],
-            faces_b=[_face(f) for f in b.faces],
+            faces_a=[_face(f) for f in faces_a],
+            faces_b=[_face(f) for f in faces_b],
             pairs=pairs,
             threshold=threshold,
             model=embedded.model,
@@ -261,6 +269,42 @@ class GatewayServicer(api_pb2_grpc.FaceSearchServicer):
     ) -> api_pb2.StatsResponse:
         calls = self._internal(context)
         return calls.call(calls.backends.search.Stats, request, "search")
+
+    @translate_errors
+    def OptOut(
+        self, request: api_pb2.OptOutRequest, context: grpc.ServicerContext
+    ) -> api_pb2.OptOutResponse:
+        calls = self._internal(context)
+        faces = list(calls.detected(request.image).faces)
+        photo = [PhotoFace(f.index, box_from_proto(f.box), f.det_score) for f in faces]
+        chosen = pick_face(photo, request.face_index if request.HasField("face_index") else None)
+        embedded = calls.embed([faces[chosen]])
+        add = internal_pb2.AddOptOutRequest(
+            vector=embedded.vectors[0], model=embedded.model, note=request.note
+        )
+        answer = calls.call(calls.backends.search.AddOptOut, add, "search")
+        note = audit_note()
+        note.query_faces, note.face_hashes = 1, [embedding_hash(embedded.vectors[0].values)]
+        note.results = answer.erased.faces
+        return answer
+
+    @translate_errors
+    def ListOptOuts(
+        self, request: api_pb2.ListOptOutsRequest, context: grpc.ServicerContext
+    ) -> api_pb2.ListOptOutsResponse:
+        calls = self._internal(context)
+        listed = calls.call(calls.backends.search.ListOptOuts, request, "search")
+        audit_note().results = len(listed.entries)
+        return listed
+
+    @translate_errors
+    def RemoveOptOut(
+        self, request: api_pb2.RemoveOptOutRequest, context: grpc.ServicerContext
+    ) -> api_pb2.RemoveOptOutResponse:
+        calls = self._internal(context)
+        removed = calls.call(calls.backends.search.RemoveOptOut, request, "search")
+        audit_note().results = 1
+        return removed
 
     def _internal(self, context: grpc.ServicerContext) -> InternalCalls:
         return InternalCalls(self.settings, self.backends.get(), context)

@@ -3,10 +3,12 @@ SearchVectors, GetImage, Delete and Stats on gRPC (its only reader). Wiring only
 
 import logging
 
+from facesearch.calibration import calibration_for
 from facesearch.erasure import TombstoneCheck
 from facesearch.errors import StoreError
 from facesearch.metrics import WorkMetrics
 from facesearch.models import recognizer_identity
+from facesearch.optout import OptOutCheck
 from facesearch.proto.v1 import internal_pb2_grpc
 from facesearch.rpc.settings import SearchSettings
 from facesearch.runtime.service import ServiceRuntime, run_service, stream_worker
@@ -33,6 +35,8 @@ def serve() -> int:
         runtime.server.stop(grace=None)
         return 0
     try:
+        optouts = optout_check(settings.core, store)
+        servicer.optouts.set(optouts)
         erased = TombstoneCheck(store, settings.core.tombstone_keep)
         erased.prune()  # tombstones of deletes older than the longest topic retention
         servicer.store.set(store)
@@ -42,11 +46,18 @@ def serve() -> int:
             kafka,
             kafka.embeddings_topic,
             "",
-            handler=store_handler(store, metrics=metrics, erased=erased),
+            handler=store_handler(store, metrics=metrics, erased=erased, optouts=optouts),
         )
         return runtime.serve(worker)
     finally:
         store.close()
+
+
+def optout_check(core: CoreSettings, store: FaceStore) -> OptOutCheck:
+    """The opt-out gallery as this replica checks it, matched at the threshold of the
+    calibration the CLI and the gateway read (FACESEARCH_CALIBRATION, else the bundled one)."""
+    calibration = calibration_for(core.calibration, store.model_id)
+    return OptOutCheck(store, calibration, store.dim)
 
 
 def open_store(core: CoreSettings, runtime: ServiceRuntime) -> FaceStore | None:

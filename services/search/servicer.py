@@ -2,6 +2,7 @@
 writer, is ``facesearch.stream.handlers.store_handler``)."""
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import grpc
@@ -11,6 +12,7 @@ from facesearch.codec import api as api_codec
 from facesearch.erasure import erase
 from facesearch.errors import ConfigError, NotFoundError
 from facesearch.metrics import WorkMetrics
+from facesearch.optout import OptOutCheck, add_optout, require_optout_id, withhold
 from facesearch.proto.v1 import api_pb2, internal_pb2, internal_pb2_grpc
 from facesearch.rpc.edge import Pending, translate_errors
 from facesearch.store import FaceStore
@@ -22,7 +24,9 @@ SERVICE_NAME = "facesearch.v1.SearchIndex"
 class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
     def __init__(self, metrics: WorkMetrics, tombstone_keep: timedelta) -> None:
         self.store: Pending[FaceStore] = Pending()
+        self.optouts: Pending[OptOutCheck] = Pending()  # shared with the ingest handler
         self.seconds = metrics.qdrant_seconds
+        self.optout_faces = metrics.optout_faces
         self.tombstone_keep = tombstone_keep  # how long a Delete's tombstone is kept
 
     @translate_errors
@@ -30,19 +34,14 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
         self, request: internal_pb2.SearchVectorsRequest, context: grpc.ServicerContext
     ) -> internal_pb2.SearchVectorsResponse:
         store = self.store.get()
-        if request.model != store.model_id:
-            raise ConfigError(
-                f"the query vectors come from model {request.model!r}, but the index holds "
-                f"{store.model_id!r}"
-            )
-        # Checked first: vectors of mixed lengths would make np.array raise a bare ValueError.
-        if any(len(v.values) != store.dim for v in request.vectors):
-            raise ConfigError(f"every query vector must have {store.dim} values")
-        vectors = np.array([list(v.values) for v in request.vectors], dtype=np.float32)
+        vectors = _vectors(store, request.model, request.vectors)
         filters = api_codec.filters_from_proto(request.filters)
         with self.seconds.labels("query").time():
             results = store.query(vectors, max(1, request.top_k), request.threshold, filters)
             gallery = store.count_faces(filters)
+        # A query face that matches an opt-out gets no results.
+        results, withheld = withhold(results, vectors, self.optouts.get().gallery())
+        self.optout_faces.labels("withheld").inc(withheld)
         return internal_pb2.SearchVectorsResponse(
             results=[
                 internal_pb2.VectorMatches(matches=[api_codec.match_to_proto(m) for m in found])
@@ -93,3 +92,57 @@ class SearchServicer(internal_pb2_grpc.SearchIndexServicer):
         with self.seconds.labels("stats").time():
             stats = self.store.get().stats()
         return api_codec.stats_to_proto(stats)
+
+    @translate_errors
+    def AddOptOut(
+        self, request: internal_pb2.AddOptOutRequest, context: grpc.ServicerContext
+    ) -> api_pb2.OptOutResponse:
+        store = self.store.get()
+        vector = _vectors(store, request.model, [request.vector])[0]
+        with self.seconds.labels("optout").time():
+            entry, erased = add_optout(store, self.optouts.get(), vector, request.note)
+        self.optout_faces.labels("erased").inc(erased.faces)
+        return api_pb2.OptOutResponse(
+            entry=api_codec.optout_to_proto(entry), erased=api_codec.optout_erasure_to_proto(erased)
+        )
+
+    @translate_errors
+    def ListOptOuts(
+        self, request: api_pb2.ListOptOutsRequest, context: grpc.ServicerContext
+    ) -> api_pb2.ListOptOutsResponse:
+        check = self.optouts.get()
+        check.changed()  # read now: a list is what the gallery holds, not this copy
+        entries = self.store.get().optouts()
+        return api_pb2.ListOptOutsResponse(
+            entries=[api_codec.optout_to_proto(e) for e in entries],
+            threshold=check.gallery().threshold,
+        )
+
+    @translate_errors
+    def RemoveOptOut(
+        self, request: api_pb2.RemoveOptOutRequest, context: grpc.ServicerContext
+    ) -> api_pb2.RemoveOptOutResponse:
+        if not self.store.get().remove_optout(require_optout_id(request.optout_id)):
+            raise NotFoundError(f"no opt-out {request.optout_id!r}; `optout list` shows them")
+        self.optouts.get().changed()
+        return api_pb2.RemoveOptOutResponse()
+
+    @translate_errors
+    def MatchOptOuts(
+        self, request: internal_pb2.MatchOptOutsRequest, context: grpc.ServicerContext
+    ) -> internal_pb2.MatchOptOutsResponse:
+        vectors = _vectors(self.store.get(), request.model, request.vectors)
+        matching = self.optouts.get().gallery().matching(vectors)
+        return internal_pb2.MatchOptOutsResponse(opted_out=[bool(m) for m in matching])
+
+
+def _vectors(store: FaceStore, model: str, vectors: Sequence[internal_pb2.Vector]) -> np.ndarray:
+    """The request's vectors as rows; vectors of another model or length are refused."""
+    if model != store.model_id:
+        raise ConfigError(
+            f"the query vectors come from model {model!r}, but the index holds {store.model_id!r}"
+        )
+    # Checked first: vectors of mixed lengths would make np.array raise a bare ValueError.
+    if any(len(v.values) != store.dim for v in vectors):
+        raise ConfigError(f"every query vector must have {store.dim} values")
+    return np.array([list(v.values) for v in vectors], dtype=np.float32).reshape(-1, store.dim)

@@ -33,7 +33,7 @@ class AuditRecord:
     refusal's or error's short code (no_key, scope, bad_image, ...), empty when OK."""
 
     time: str  # ISO 8601, UTC, milliseconds: when the call began
-    method: str  # IndexImages, GetImage, Search, Compare, Delete, Stats
+    method: str  # IndexImages, GetImage, Search, Compare, Delete, Stats, OptOut, ...OptOuts
     key_id: str = ""  # empty: no valid key was presented (or keys are off)
     status: str = "OK"
     reason: str = ""

@@ -9,6 +9,8 @@ collections, payloads, point ids and behaviour as ``store.QdrantFaceStore`` (bot
     <path>/faces__<model id>/   one point per face: cosine, HNSW, int8 quantized with rescoring
     <path>/images/              one point per image or video
     <path>/video_frames/        the staged frames of videos still arriving
+    <path>/optouts__<model id>/ the opt-out gallery (``optout``): exact search, no quantization;
+                                created when missing, so an older index gains it when opened
     <path>/tombstones/          one point per recent delete (created when missing: an index
                                 written before tombstones has none)
 
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 import numpy as np
 import qdrant_edge as qe
@@ -67,6 +70,7 @@ from facesearch.records import (
     FrameFaces,
     ImageRecord,
     Match,
+    OptOut,
     Selector,
     StoreStats,
     Tombstone,
@@ -86,6 +90,8 @@ from facesearch.store import (
     erasure,
     faces_collection_name,
     later,
+    optout_from_point,
+    optouts_collection_name,
     paged,
     staged_from_payload,
     tombstone_for,
@@ -174,6 +180,17 @@ def _vectorless_config() -> qe.EdgeConfig:
     return qe.EdgeConfig(sparse_vectors={NO_VECTOR: qe.EdgeSparseVectorParams()})
 
 
+def _optouts_config(dim: int) -> qe.EdgeConfig:
+    return qe.EdgeConfig(vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine))
+
+
+def _open_optouts(folder: Path, model_id: str, dim: int, shards: dict[str, qe.EdgeShard]) -> None:
+    """The opt-out gallery's shard: loaded, or created where an index made before opt-outs
+    existed has none (the caller closes what was opened when this fails)."""
+    name = optouts_collection_name(model_id)
+    _open_shards(folder, {name: _optouts_config(dim)}, not (folder / name).is_dir(), shards)
+
+
 def _open_shards(
     folder: Path, configs: dict[str, qe.EdgeConfig], new: bool, shards: dict[str, qe.EdgeShard]
 ) -> None:
@@ -218,6 +235,7 @@ class EdgeFaceStore:
         self.path = path
         self.location = str(path)
         self.collection = faces_collection_name(model_id)
+        self.optouts_collection = optouts_collection_name(model_id)
         rescoring = qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
         self._search = qe.SearchParams(
             hnsw_ef=ef,
@@ -254,6 +272,7 @@ class EdgeFaceStore:
                 TOMBSTONES_COLLECTION: _vectorless_config(),
             }
             _open_shards(path, configs, manifest is None, shards)
+            _open_optouts(path, model_id, dim, shards)
             store = cls(shards, folder_lock, model_id, dim, path, hnsw.ef, quantization)
             if manifest is None:
                 Manifest(FORMAT_VERSION, model_id, dim).write(path)
@@ -566,6 +585,52 @@ class EdgeFaceStore:
 
     def _mine(self) -> qe.Filter | None:
         return _match_all([("model", self.model_id)])
+
+    @_locked
+    def optouts(self) -> list[OptOut]:
+        """Every entry of the opt-out gallery, with its vector."""
+        entries: list[OptOut] = []
+        for page in paged(self._optouts_page):
+            entries.extend(page)
+        return entries
+
+    def _optouts_page(self, offset: Any) -> tuple[list[OptOut], Any]:
+        request = qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=True)
+        points, offset = self._shard(self.optouts_collection).scroll(request)
+        return [optout_from_point(p.payload, p.vector) for p in points], offset
+
+    @_locked
+    def put_optout(self, entry: OptOut) -> None:
+        self._check_room(1)
+        point = qe.Point(entry.optout_id, list(entry.vector), entry.payload())
+        self._shard(self.optouts_collection).update(qe.UpdateOperation.upsert_points([point]))
+        self._optimize(self.optouts_collection)
+
+    @_locked
+    def remove_optout(self, optout_id: str) -> bool:
+        """Remove one entry; False when there is none of that id."""
+        shard = self._shard(self.optouts_collection)
+        if not shard.retrieve([optout_id], False, False):
+            return False
+        self._check_room(0)
+        shard.update(qe.UpdateOperation.delete_points([optout_id]))
+        self._optimize(self.optouts_collection)
+        return True
+
+    @_locked
+    def erase_faces(self, faces: Sequence[tuple[str, int]], images: Sequence[ImageRecord]) -> None:
+        """Delete these faces (image id, face index), then write their images' records as
+        given (telling which faces went): an opt-out's erasure."""
+        self._check_room(len(images))
+        ids: list[int | UUID | str] = [
+            face_point_id(image_id, index, self.model_id) for image_id, index in faces
+        ]
+        if ids:
+            self._faces.update(qe.UpdateOperation.delete_points(ids))
+        records = [qe.Point(image_point_id(i.image_id), {}, i.payload()) for i in images]
+        if records:
+            self._shard(IMAGES_COLLECTION).update(qe.UpdateOperation.upsert_points(records))
+        self._optimize(self.collection, IMAGES_COLLECTION)
 
     @_locked
     def stats(self) -> StoreStats:

@@ -15,6 +15,7 @@ from facesearch.errors import FaceSearchError, ImageTooLargeError
 from facesearch.ids import image_id as compute_image_id
 from facesearch.images import IMAGE_SUFFIXES, decode_image
 from facesearch.models import FaceModels
+from facesearch.optout import OptOutCheck, screen_records
 from facesearch.pipeline import analyze_decoded, apply_gate, embed, to_records
 from facesearch.records import FaceRecord, ImageMeta, ImageRecord, UnindexedFace
 from facesearch.settings import CoreSettings
@@ -122,8 +123,11 @@ class Indexer:
         settings: CoreSettings,
         source_url: str = "",
         collection: str = "default",
+        optouts: OptOutCheck | None = None,
     ) -> None:
+        """``optouts``: the opt-out gallery faces are screened against (none: not screened)."""
         self.models = models
+        self.optouts = optouts
         self.store = store
         self.settings = settings
         self.video = settings.video
@@ -201,9 +205,24 @@ class Indexer:
             )
         except FaceSearchError as exc:
             return Outcome(path, "failed", reason=f"{exc.code}: {exc}"), None
-        faces = len(done.faces)
-        outcome = Outcome(path, "indexed", loaded.image_id, faces, tracks=done.image.tracks)
-        return outcome, (done.image, done.faces)
+        image, faces = self._screened(done.image, done.faces)
+        outcome = Outcome(
+            path,
+            "indexed",
+            loaded.image_id,
+            len(faces),
+            tracks=image.tracks,
+            unindexed=image.unindexed,
+        )
+        return outcome, (image, faces)
+
+    def _screened(
+        self, image: ImageRecord, faces: list[FaceRecord]
+    ) -> tuple[ImageRecord, list[FaceRecord]]:
+        """The records without the faces that match an opt-out (``optout.screen_records``)."""
+        if self.optouts is None:
+            return image, faces
+        return screen_records(image, faces, self.optouts.gallery())
 
     def _already_indexed(self, previous: ImageRecord | None, meta: ImageMeta) -> bool:
         """The same bytes with the same label and collection are one image, wherever the file
@@ -230,19 +249,19 @@ class Indexer:
                 seen[loaded.image_id] = outcome.faces
             return outcome, records
         if loaded.bgr is None:
-            faces = loaded.previous.faces if loaded.previous else 0
-            return Outcome(path, "unchanged", loaded.image_id, faces), None
+            count = loaded.previous.faces if loaded.previous else 0
+            return Outcome(path, "unchanged", loaded.image_id, count), None
         analyzed = analyze_decoded(
             loaded.image_id, loaded.bgr, self.models, self.settings, loaded.detector_input
         )
         analyzed, unindexed = apply_gate(analyzed, self.settings.quality)
-        seen[loaded.image_id] = len(analyzed.faces)
         vectors = embed(self.models, analyzed)
-        records = to_records(analyzed, vectors, loaded.meta, self.store.model_id, unindexed)
-        outcome = Outcome(
-            path, "indexed", loaded.image_id, len(analyzed.faces), unindexed=tuple(unindexed)
+        image, faces = self._screened(
+            *to_records(analyzed, vectors, loaded.meta, self.store.model_id, unindexed)
         )
-        return outcome, records
+        seen[loaded.image_id] = len(faces)
+        outcome = Outcome(path, "indexed", loaded.image_id, len(faces), unindexed=image.unindexed)
+        return outcome, (image, faces)
 
 
 def _write(

@@ -159,6 +159,13 @@ class WorkMetrics:
             ["reason"],
             registry=registry,
         )
+        self.optout_faces = Counter(
+            "facesearch_optout_faces_total",
+            "Faces that matched an opt-out, by event: kept_out (not indexed), erased (indexed "
+            "before the opt-out), withheld (a query face given no results).",
+            ["event"],
+            registry=registry,
+        )
         self.inference_seconds = Histogram(
             "facesearch_inference_seconds",
             "Time of a stage's model work: detect = decode, detect and align one image; "

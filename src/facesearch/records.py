@@ -51,18 +51,20 @@ class FaceRecord:
 class Rejection:
     """Why a face fails the quality gate: the measured value and the limit it missed."""
 
-    reason: str  # too_small | blurred | extreme_pose | low_confidence
+    reason: str  # too_small | blurred | extreme_pose | low_confidence | opted_out
     value: float
     limit: float
 
     def describe(self) -> str:
-        side = "above" if self.reason == "extreme_pose" else "below"
+        # opted_out: the similarity to an opt-out at or above the opt-out threshold.
+        side = "above" if self.reason in ("extreme_pose", "opted_out") else "below"
         return f"{self.reason} ({self.value:.3g} {side} {self.limit:.3g})"
 
 
 @dataclass(frozen=True)
 class UnindexedFace:
-    """A face the quality gate kept out of the index (Rekognition's UnindexedFaces)."""
+    """A face kept out of the index (Rekognition's UnindexedFaces): by the quality gate, or
+    because it matches an opt-out (``optout``)."""
 
     index: int
     box: Box
@@ -214,6 +216,49 @@ class Tombstone:
     value: str
     deleted_at: datetime  # timezone-aware UTC
     receipt_id: str
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """One entry of the opt-out gallery: the face of a person who asked never to be indexed or
+    found (``optout``). ``vector`` is L2-normalised, of the index's model."""
+
+    optout_id: str
+    vector: list[float] = field(repr=False)
+    note: str = ""
+    created_at: str = ""  # ISO 8601, UTC
+    model: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "optout_id": self.optout_id,
+            "note": self.note,
+            "created_at": self.created_at,
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], vector: list[float]) -> "OptOut":
+        return cls(
+            optout_id=str(payload.get("optout_id", "")),
+            vector=vector,
+            note=str(payload.get("note", "")),
+            created_at=str(payload.get("created_at", "")),
+            model=str(payload.get("model", "")),
+        )
+
+
+@dataclass(frozen=True)
+class OptOutErasure:
+    """The receipt of an opt-out's erasure, as a delete's (``Erasure``) is of a delete: how many
+    faces of how many images (their records stay, telling which faces went), faces by
+    collection, when, and an id to quote. Whoever asked keeps it; nothing stores it."""
+
+    faces: int = 0
+    images: int = 0
+    collections: dict[str, int] = field(default_factory=dict)  # faces erased, by collection
+    erased_at: str = ""  # ISO 8601, UTC
+    receipt_id: str = ""
 
 
 @dataclass(frozen=True)

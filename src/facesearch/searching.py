@@ -15,6 +15,7 @@ from facesearch.calibration import Calibration, Decisions
 from facesearch.errors import NoFaceError
 from facesearch.faces import check_quality
 from facesearch.models import FaceModels
+from facesearch.optout import OptOutCheck, withhold
 from facesearch.pipeline import AnalyzedImage, analyze, embed
 from facesearch.records import Box, Filters, Match, Rejection
 from facesearch.settings import CoreSettings
@@ -128,12 +129,20 @@ def require_faces(faces: Sequence[object]) -> None:
 
 
 class LocalSteps:
-    """The steps in this process: the models and the store."""
+    """The steps in this process: the models and the store; a query face that matches an
+    opt-out gets no results (``optout.withhold``)."""
 
-    def __init__(self, models: FaceModels, store: FaceStore, settings: CoreSettings) -> None:
+    def __init__(
+        self,
+        models: FaceModels,
+        store: FaceStore,
+        settings: CoreSettings,
+        optouts: OptOutCheck | None = None,
+    ) -> None:
         self.models = models
         self.store = store
         self.settings = settings
+        self.optouts = optouts
 
     def detect(self, image: bytes) -> tuple[list[SeenFace], AnalyzedImage]:
         analyzed = analyze(image, self.models, self.settings)
@@ -149,6 +158,8 @@ class LocalSteps:
 
     def query(self, vectors: np.ndarray, top_k: int, threshold: float, filters: Filters) -> Queried:
         matches = self.store.query(vectors, top_k, threshold, filters)
+        if self.optouts is not None:
+            matches, _ = withhold(matches, vectors, self.optouts.gallery())
         hashes = tuple(embedding_hash(v) for v in vectors)
         return Queried(matches, self.models.model_id, self.store.count_faces(filters), hashes)
 

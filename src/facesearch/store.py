@@ -9,7 +9,8 @@ still receiving (vector-less points, the vectors in the payload), until a video'
 arrives and its faces are tracked; then they are dropped. A fourth, ``tombstones``, keeps one
 vector-less point per recent delete (its selector and time): the search stage drops what it
 names that was submitted before it (see ``erasure``), and ``prune_tombstones`` forgets it once
-no such event can be left in Kafka.
+no such event can be left in Kafka. A fifth, ``optouts__<model id>``, is the opt-out gallery
+(``optout``): one point per face of a person who opted out, cosine, with its note and time.
 Point ids are derived from content (see ``ids``), so every write is idempotent. Faces are
 written before their image record: a crash in between leaves the image unrecorded, and the next
 run indexes it again over the same ids.
@@ -52,6 +53,7 @@ from facesearch.records import (
     FrameFaces,
     ImageRecord,
     Match,
+    OptOut,
     Selector,
     StoreStats,
     Tombstone,
@@ -106,6 +108,12 @@ class FaceStore(Protocol):
     def aliases(self) -> dict[str, str]: ...
     def export(self, batch: int) -> Iterator[list["ImageItem"]]: ...
     def export_staged(self) -> Iterator[list[FrameFaces]]: ...
+    def optouts(self) -> list[OptOut]: ...
+    def put_optout(self, entry: OptOut) -> None: ...
+    def remove_optout(self, optout_id: str) -> bool: ...
+    def erase_faces(
+        self, faces: Sequence[tuple[str, int]], images: Sequence[ImageRecord]
+    ) -> None: ...
 
 
 def _locked(method: T) -> T:
@@ -154,6 +162,13 @@ def with_faces(images: list[ImageRecord], faces_page: FacesPage) -> list[ImageIt
         (image, sorted(by_image[image.image_id], key=lambda face: face.face_index))
         for image in images
     ]
+
+
+def optout_from_point(payload: dict[str, Any] | None, vector: Any) -> OptOut:
+    """An opt-out entry as either client returns its point."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return OptOut.from_payload(payload or {}, [float(v) for v in vector or []])
 
 
 def staged_from_payload(payload: dict[str, Any] | None) -> FrameFaces:
@@ -211,6 +226,11 @@ def faces_collection_name(model_id: str) -> str:
     return "faces__" + re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
 
 
+def optouts_collection_name(model_id: str) -> str:
+    """The opt-out gallery of a model: its vectors only compare with that model's faces."""
+    return "optouts__" + re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
+
+
 class QdrantFaceStore:
     """Upsert, query, delete and count faces of one model.
 
@@ -231,6 +251,7 @@ class QdrantFaceStore:
         self.dim = dim
         self.location = location
         self.collection = faces_collection_name(model_id)
+        self.optouts_collection = optouts_collection_name(model_id)
         local = not location.startswith(("http://", "https://"))
         # A server's HNSW graph and search ef (local mode searches exactly).
         self._hnsw = hnsw or HnswSettings()
@@ -284,6 +305,9 @@ class QdrantFaceStore:
         for name in (IMAGES_COLLECTION, FRAMES_COLLECTION, TOMBSTONES_COLLECTION):
             if name not in existing:
                 self._create_collection(name, {})
+        if self.optouts_collection not in existing:  # small: searched exactly, no graph
+            vectors = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
+            self._create_collection(self.optouts_collection, vectors)
         if not local:
             self._ensure_indexes()
         self._ensure_alias()
@@ -563,6 +587,50 @@ class QdrantFaceStore:
 
     def _mine(self) -> models.Filter | None:
         return _match_all([("model", self.model_id)])
+
+    @_locked
+    def optouts(self) -> list[OptOut]:
+        """Every entry of the opt-out gallery, with its vector."""
+        entries: list[OptOut] = []
+        for page in paged(self._optouts_page):
+            entries.extend(page)
+        return entries
+
+    def _optouts_page(self, offset: Any) -> tuple[list[OptOut], Any]:
+        points, offset = self.client.scroll(
+            self.optouts_collection, limit=256, offset=offset, with_vectors=True
+        )
+        return [optout_from_point(p.payload, p.vector) for p in points], offset
+
+    @_locked
+    def put_optout(self, entry: OptOut) -> None:
+        point = models.PointStruct(id=entry.optout_id, vector=entry.vector, payload=entry.payload())
+        self.client.upsert(self.optouts_collection, [point], wait=True)
+
+    @_locked
+    def remove_optout(self, optout_id: str) -> bool:
+        """Remove one entry; False when there is none of that id."""
+        if not self.client.retrieve(self.optouts_collection, [optout_id], with_payload=False):
+            return False
+        selector = models.PointIdsList(points=[optout_id])
+        self.client.delete(self.optouts_collection, selector, wait=True)
+        return True
+
+    @_locked
+    def erase_faces(self, faces: Sequence[tuple[str, int]], images: Sequence[ImageRecord]) -> None:
+        """Delete these faces (image id, face index), then write their images' records as
+        given (telling which faces went): an opt-out's erasure."""
+        ids: list[models.ExtendedPointId] = [
+            face_point_id(image_id, index, self.model_id) for image_id, index in faces
+        ]
+        if ids:
+            self.client.delete(self.collection, models.PointIdsList(points=ids), wait=True)
+        records = [
+            models.PointStruct(id=image_point_id(i.image_id), vector={}, payload=i.payload())
+            for i in images
+        ]
+        if records:
+            self.client.upsert(IMAGES_COLLECTION, records, wait=True)
 
     @_locked
     def stats(self) -> StoreStats:

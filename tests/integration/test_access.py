@@ -8,6 +8,7 @@ wrong with a bad one.
 One stack (``Stack.up`` in this process) serves the module: it takes a minute or more to start
 on two cores."""
 
+import io
 import json
 import os
 import time
@@ -21,6 +22,7 @@ import grpc
 import pytest
 from gateway_checks import gateway_stub, settled
 from kafka import KafkaConsumer, TopicPartition
+from PIL import Image
 
 from facesearch.access import KeyFile
 from facesearch.audit import AuditRecord
@@ -44,6 +46,9 @@ OTHER_SCOPE = {
     "Compare": "index",
     "Delete": "search",
     "Stats": "search",
+    "OptOut": "delete",
+    "ListOptOuts": "search",
+    "RemoveOptOut": "delete",
 }
 
 
@@ -98,8 +103,24 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
 
 
 def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSearchStub], Any]]:
-    """One valid call of every public method."""
+    """One valid call of every public method (in this order: each RemoveOptOut that succeeds
+    removes the last opt-out an OptOut made; the two faces alternate, each its own entry)."""
     photo = demo["gdp"].read_bytes()
+    mirrored = io.BytesIO()
+    Image.open(demo["yaoming"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored, "PNG")
+    faces = [demo["yaoming"].read_bytes(), mirrored.getvalue()]
+    added: list[str] = []
+
+    def opt_out(stub: api_pb2_grpc.FaceSearchStub) -> None:
+        request = api_pb2.OptOutRequest(image=faces[len(added) % 2])
+        added.append(stub.OptOut(request).entry.optout_id)
+
+    def remove(stub: api_pb2_grpc.FaceSearchStub) -> Any:
+        last = added[-1] if added else "00000000-0000-0000-0000-000000000000"  # refused anyway
+        answer = stub.RemoveOptOut(api_pb2.RemoveOptOutRequest(optout_id=last))
+        added.pop()
+        return answer
+
     return {
         "IndexImages": lambda s: s.IndexImages(iter([api_pb2.IndexRequest(data=photo)])),
         "GetImage": lambda s: s.GetImage(api_pb2.GetImageRequest(image_id=image_id(photo))),
@@ -107,6 +128,9 @@ def requests(demo: dict[str, Path]) -> dict[str, Callable[[api_pb2_grpc.FaceSear
         "Compare": lambda s: s.Compare(api_pb2.CompareRequest(image_a=photo, image_b=photo)),
         "Delete": lambda s: s.Delete(api_pb2.DeleteRequest(label="nobody-at-all")),
         "Stats": lambda s: s.Stats(api_pb2.StatsRequest()),
+        "OptOut": opt_out,
+        "ListOptOuts": lambda s: s.ListOptOuts(api_pb2.ListOptOutsRequest()),
+        "RemoveOptOut": remove,
     }
 
 

@@ -28,7 +28,7 @@ from facesearch.records import (
     StoreStats,
 )
 from facesearch.settings import CoreSettings, HnswSettings
-from facesearch.store import QdrantFaceStore
+from facesearch.store import QdrantFaceStore, optouts_collection_name
 from facesearch.stores import Copied, open_store
 
 MODEL, DIM = "test-model", 8
@@ -71,6 +71,7 @@ def test_each_collection_is_a_shard_folder_beside_the_manifest(index: Path) -> N
         FACES,
         "images",
         MANIFEST,
+        optouts_collection_name(MODEL),
         "tombstones",
         "video_frames",
     ]

@@ -39,6 +39,7 @@ from facesearch.store import (
     FaceStore,
     QdrantFaceStore,
     faces_collection_name,
+    optouts_collection_name,
 )
 from facesearch.stores import Copied, copy_index
 
@@ -500,6 +501,7 @@ def test_a_refused_open_leaves_the_index_as_it_was(
         faces_collection_name("model-a"),
         IMAGES_COLLECTION,
         FRAMES_COLLECTION,
+        optouts_collection_name("model-a"),
         TOMBSTONES_COLLECTION,
     }
     assert aliases == {FACES_ALIAS: faces_collection_name("model-a")}
@@ -652,6 +654,7 @@ def test_stores_opening_one_empty_server_at_once_all_succeed(
             stores[0].collection,
             IMAGES_COLLECTION,
             FRAMES_COLLECTION,
+            optouts_collection_name(face_models.model_id),
             TOMBSTONES_COLLECTION,
         }
         assert aliases == {FACES_ALIAS}

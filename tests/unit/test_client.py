@@ -22,6 +22,7 @@ from facesearch.codec import api as api_codec
 from facesearch.codec import events as event_codec
 from facesearch.errors import (
     BadImageError,
+    BadMessageError,
     FaceSearchError,
     ImageTooLargeError,
     NoFaceError,
@@ -36,6 +37,8 @@ from facesearch.records import (
     ImageMeta,
     ImageRecord,
     Match,
+    OptOut,
+    OptOutErasure,
     Rejection,
     Selector,
     StoreStats,
@@ -55,6 +58,9 @@ RECEIPT = Erasure(
     datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
     "c0ffee" * 5 + "00",
 )
+
+
+OPTOUT_ID = "96dd7e1e-92e3-5ee0-ba1e-25a7824b1f5a"
 
 
 def faces_of(data: bytes) -> int:
@@ -96,6 +102,7 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         self.decision = ""  # what Search says of every match ("": nothing)
         self.warning: Rejection | None = None  # Search's warning for its query face
         self.unindexed: tuple[UnindexedFace, ...] = ()  # in every image's record
+        self.optouts: dict[str, OptOut] = {}
 
     def IndexImages(self, request_iterator: Iterator[api_pb2.IndexRequest], context: Any) -> Any:
         results = []
@@ -214,6 +221,28 @@ class FakeFaceSearch(api_pb2_grpc.FaceSearchServicer):
         stats = StoreStats(3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333")
         return api_codec.stats_to_proto(stats)
 
+    @translate_errors
+    def OptOut(self, request: api_pb2.OptOutRequest, context: Any) -> Any:
+        faces = faces_of(request.image)
+        if faces != 1 and not request.HasField("face_index"):
+            raise BadMessageError(f"the opt-out photo has {faces} faces; say which")
+        entry = OptOut(OPTOUT_ID, [], request.note, "2026-12-06T12:00:00+00:00", MODEL)
+        self.optouts[OPTOUT_ID] = entry
+        erased = OptOutErasure(3, 2, {"default": 1, "news": 2}, "2026-12-06T12:00:01+00:00", "r-1")
+        return api_pb2.OptOutResponse(
+            entry=api_codec.optout_to_proto(entry), erased=api_codec.optout_erasure_to_proto(erased)
+        )
+
+    def ListOptOuts(self, request: api_pb2.ListOptOutsRequest, context: Any) -> Any:
+        entries = [api_codec.optout_to_proto(e) for e in self.optouts.values()]
+        return api_pb2.ListOptOutsResponse(entries=entries, threshold=0.3)
+
+    @translate_errors
+    def RemoveOptOut(self, request: api_pb2.RemoveOptOutRequest, context: Any) -> Any:
+        if self.optouts.pop(request.optout_id, None) is None:
+            raise NotFoundError(f"no opt-out {request.optout_id!r}")
+        return api_pb2.RemoveOptOutResponse()
+
 
 def box(i: int) -> tuple[float, float, float, float]:
     return (10.0 * i, 20.0, 10.0 * i + 40.0, 60.0)
@@ -319,6 +348,52 @@ def test_delete_and_stats(client: GatewayClient, fake: FakeFaceSearch) -> None:
     assert client.stats() == StoreStats(
         3, 2, 33, {"ann": 2}, MODEL, "faces__fake", "http://qdrant:6333"
     )
+
+
+def test_opt_outs_added_listed_and_removed_through_a_gateway(target: str, tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"abc")  # one face
+    added = run("optout", "add", photo, "--note", "ticket 9", "--gateway", target)
+    listed = run("optout", "list", "--gateway", target, "--json")
+    removed = run("optout", "remove", OPTOUT_ID, "--gateway", target)
+    again = run("optout", "remove", OPTOUT_ID, "--gateway", target)
+
+    assert added.stdout == (
+        f"opted out {OPTOUT_ID} (ticket 9)\nerased 3 faces of 2 images (default 1, news 2); "
+        "receipt r-1 at 2026-12-06T12:00:01+00:00\n"
+    )
+    assert json.loads(listed.stdout) == {
+        "optouts": [
+            {
+                "optout_id": OPTOUT_ID,
+                "note": "ticket 9",
+                "created_at": "2026-12-06T12:00:00+00:00",
+                "model": MODEL,
+            }
+        ],
+        "threshold": 0.3,
+    }
+    assert removed.stdout == f"removed {OPTOUT_ID}\n"
+    assert again.exit_code == 1 and "no opt-out" in again.stderr
+
+
+def test_an_opt_out_photo_with_several_faces_is_refused_in_one_line(
+    target: str, tmp_path: Path
+) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"a1")  # three faces
+    refused = run("optout", "add", photo, "--gateway", target)
+    chosen = run("optout", "add", photo, "--face-index", "1", "--gateway", target, "--json")
+
+    assert refused.exit_code == 1
+    assert refused.stderr == "facesearch: error: the opt-out photo has 3 faces; say which\n"
+    assert json.loads(chosen.stdout)["erased"] == {
+        "faces": 3,
+        "images": 2,
+        "collections": {"default": 1, "news": 2},
+        "erased_at": "2026-12-06T12:00:01+00:00",
+        "receipt_id": "r-1",
+    }
 
 
 def test_a_dead_gateway_is_one_transient_line_naming_it() -> None:

@@ -151,6 +151,9 @@ def test_public_api_methods() -> None:
         "Compare": (False, False),
         "Delete": (False, False),
         "Stats": (False, False),
+        "OptOut": (False, False),
+        "ListOptOuts": (False, False),
+        "RemoveOptOut": (False, False),
     }
     assert api_pb2.DESCRIPTOR.services_by_name["FaceSearch"].full_name == "facesearch.v1.FaceSearch"
     for name in ("FaceSearchStub", "FaceSearchServicer", "add_FaceSearchServicer_to_server"):
@@ -165,4 +168,8 @@ def test_internal_service_methods() -> None:
         "GetImage",
         "Delete",
         "Stats",
+        "AddOptOut",
+        "ListOptOuts",
+        "RemoveOptOut",
+        "MatchOptOuts",
     }

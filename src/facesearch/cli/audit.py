@@ -52,7 +52,8 @@ def parse_since(text: str | None) -> datetime | None:
 @click.option(
     "--method",
     default="",
-    help="Only this method: IndexImages, GetImage, Search, Compare, Delete or Stats (any case).",
+    help="Only this method: IndexImages, GetImage, Search, Compare, Delete, Stats, OptOut, "
+    "ListOptOuts or RemoveOptOut (any case).",
 )
 @click.option(
     "--kafka",

@@ -12,14 +12,25 @@ from typing import Any, Protocol, TypeVar
 import click
 from tqdm import tqdm
 
-from facesearch.audit import AUDIT_FILE, AuditFile, audited
+from facesearch.audit import AUDIT_FILE, AuditFile, audited, embedding_hash
 from facesearch.calibration import calibration_for, mismatch
 from facesearch.devstack.keys import read_stack_key
 from facesearch.erasure import erase
+from facesearch.errors import NotFoundError
+from facesearch.faces import embed_faces
 from facesearch.identities import label_by_name
 from facesearch.indexing import Indexer, InputFile, Outcome, Summary, collect_inputs
 from facesearch.models import FaceModels
-from facesearch.records import Erasure, Filters, Selector, StoreStats
+from facesearch.optout import (
+    OptOutCheck,
+    PhotoFace,
+    add_optout,
+    optout_threshold,
+    pick_face,
+    require_optout_id,
+)
+from facesearch.pipeline import analyze
+from facesearch.records import Erasure, Filters, OptOut, OptOutErasure, Selector, StoreStats
 from facesearch.rpc.client import GatewayClient, GatewayIndexer
 from facesearch.rpc.tls import ClientTls, client_tls
 from facesearch.searching import Found, LocalSteps, note_search, search_image
@@ -165,6 +176,14 @@ class Backend(Protocol):
 
     def stats(self) -> StoreStats: ...
 
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]: ...
+
+    def optout_list(self) -> tuple[list[OptOut], float]: ...
+
+    def optout_remove(self, optout_id: str) -> None: ...
+
 
 class EmbeddedBackend:
     """The models and the Qdrant index in this process; decisions from the calibration of
@@ -179,11 +198,14 @@ class EmbeddedBackend:
         warning = mismatch(self.calibration, models.model_id)
         if warning:
             click.echo(f"warning: {warning}", err=True)
+        self.optouts = OptOutCheck(store, self.calibration, models.dim)
 
     def index(
         self, inputs: list[InputFile], source_url: str, collection: str, on_outcome: OnOutcome
     ) -> None:
-        indexer = Indexer(self.models, self.store, self.settings, source_url, collection)
+        indexer = Indexer(
+            self.models, self.store, self.settings, source_url, collection, self.optouts
+        )
         with audited(self.audit, "IndexImages") as note:
             note.collection, note.images = collection, len(inputs)
 
@@ -194,7 +216,7 @@ class EmbeddedBackend:
             indexer.run(inputs, counted)
 
     def search(self, data: bytes, top_k: int, threshold: float | None, filters: Filters) -> Found:
-        steps = LocalSteps(self.models, self.store, self.settings)
+        steps = LocalSteps(self.models, self.store, self.settings, self.optouts)
         with audited(self.audit, "Search") as note:
             note.collection = filters.collection or ""
             found = search_image(steps, data, top_k, threshold, filters, self.calibration)
@@ -210,6 +232,33 @@ class EmbeddedBackend:
     def stats(self) -> StoreStats:
         with audited(self.audit, "Stats"):
             return self.store.stats()
+
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
+        with audited(self.audit, "OptOut") as audit_note:
+            analyzed = analyze(image, self.models, self.settings)
+            photo = [PhotoFace(f.index, f.box, f.det_score) for f in analyzed.faces]
+            chosen = analyzed.faces[pick_face(photo, face_index)]
+            vector = embed_faces(self.models, [chosen])[0]
+            audit_note.query_faces, audit_note.face_hashes = 1, [embedding_hash(vector)]
+            entry, erased = add_optout(self.store, self.optouts, vector, note)
+            audit_note.results = erased.faces
+        return entry, erased
+
+    def optout_list(self) -> tuple[list[OptOut], float]:
+        with audited(self.audit, "ListOptOuts") as audit_note:
+            entries = self.store.optouts()
+            audit_note.results = len(entries)
+        return entries, optout_threshold(self.calibration, len(entries))
+
+    def optout_remove(self, optout_id: str) -> None:
+        with audited(self.audit, "RemoveOptOut") as audit_note:
+            if not self.store.remove_optout(require_optout_id(optout_id)):
+                raise NotFoundError(
+                    f"no opt-out {optout_id!r}; `facesearch optout list` shows them"
+                )
+            audit_note.results = 1
 
 
 class GatewayBackend:
@@ -244,6 +293,17 @@ class GatewayBackend:
 
     def stats(self) -> StoreStats:
         return self.client.stats()
+
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
+        return self.client.optout_add(image, note, face_index)
+
+    def optout_list(self) -> tuple[list[OptOut], float]:
+        return self.client.optout_list()
+
+    def optout_remove(self, optout_id: str) -> None:
+        self.client.optout_remove(optout_id)
 
 
 def check_gateway(gateway: str | None, data_dir: Path | None) -> None:

@@ -27,6 +27,7 @@ from facesearch.cli.compare import compare
 from facesearch.cli.group import ReportingGroup
 from facesearch.cli.keys import keys
 from facesearch.cli.migrate import migrate
+from facesearch.cli.optout import optout
 from facesearch.cli.stack import stack
 from facesearch.cli.tools import demo, demo_photos, eval_group
 from facesearch.cli.video import show_frame
@@ -345,7 +346,7 @@ def stats(
         output.print_stats(result)
 
 
-for command in (audit, broker, compare, demo, eval_group, keys, migrate, stack):
+for command in (audit, broker, compare, demo, eval_group, keys, migrate, optout, stack):
     cli.add_command(command)
 cli.add_command(show_frame)
 cli.add_command(calibrate)

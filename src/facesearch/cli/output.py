@@ -11,6 +11,7 @@ import click
 from facesearch.calibration import Decisions
 from facesearch.identities import FacePeople, Person
 from facesearch.indexing import Summary
+from facesearch.optout import OPTED_OUT
 from facesearch.records import Box, Erasure, Match, Rejection, StoreStats
 from facesearch.searching import Found, QueryFace
 from facesearch.video import format_ms
@@ -137,8 +138,12 @@ def print_unindexed(summary: Summary) -> None:
     if not summary.unindexed:
         return
     reasons = Counter(face.rejection.reason for _, face in summary.unindexed)
-    counts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
-    click.echo(f"faces not indexed by the quality gate: {counts} (--json lists each)")
+    opted_out = reasons.pop(OPTED_OUT, 0)
+    if reasons:
+        counts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        click.echo(f"faces not indexed by the quality gate: {counts} (--json lists each)")
+    if opted_out:
+        click.echo(f"faces not indexed because they match an opt-out: {opted_out}")
 
 
 def print_summary(summary: Summary, queued: int = 0) -> None:

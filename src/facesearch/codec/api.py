@@ -20,6 +20,8 @@ from facesearch.records import (
     Filters,
     ImageRecord,
     Match,
+    OptOut,
+    OptOutErasure,
     Rejection,
     Selector,
     StoreStats,
@@ -305,4 +307,35 @@ def stats_from_proto(stats: api_pb2.StatsResponse) -> StoreStats:
         stats.model,
         stats.collection,
         stats.location,
+    )
+
+
+def optout_to_proto(entry: OptOut) -> api_pb2.OptOutEntry:
+    return api_pb2.OptOutEntry(
+        optout_id=entry.optout_id, note=entry.note, created_at=entry.created_at, model=entry.model
+    )
+
+
+def optout_from_proto(entry: api_pb2.OptOutEntry) -> OptOut:
+    """An entry as the API gives it: without its vector."""
+    return OptOut(entry.optout_id, [], entry.note, entry.created_at, entry.model)
+
+
+def optout_erasure_to_proto(erasure: OptOutErasure) -> api_pb2.OptOutErasure:
+    return api_pb2.OptOutErasure(
+        faces=erasure.faces,
+        images=erasure.images,
+        collections=erasure.collections,
+        erased_at=erasure.erased_at,
+        receipt_id=erasure.receipt_id,
+    )
+
+
+def optout_erasure_from_proto(erasure: api_pb2.OptOutErasure) -> OptOutErasure:
+    return OptOutErasure(
+        erasure.faces,
+        erasure.images,
+        dict(sorted(erasure.collections.items())),
+        erasure.erased_at,
+        erasure.receipt_id,
     )

@@ -22,7 +22,16 @@ from facesearch.errors import (
 from facesearch.ids import image_id as compute_image_id
 from facesearch.indexing import InputFile, Outcome
 from facesearch.proto.v1 import api_pb2, api_pb2_grpc
-from facesearch.records import Box, Erasure, Filters, ImageRecord, Selector, StoreStats
+from facesearch.records import (
+    Box,
+    Erasure,
+    Filters,
+    ImageRecord,
+    OptOut,
+    OptOutErasure,
+    Selector,
+    StoreStats,
+)
 from facesearch.rpc import edge as rpc
 from facesearch.rpc.tls import ClientTls, open_channel, tls_error
 from facesearch.searching import Found
@@ -188,6 +197,26 @@ class GatewayClient:
         request = api_pb2.StatsRequest()
         got = self._call(lambda: self._stub.Stats(request, timeout=self.timeout_s))
         return api_codec.stats_from_proto(got)
+
+    def optout_add(
+        self, image: bytes, note: str, face_index: int | None
+    ) -> tuple[OptOut, OptOutErasure]:
+        """The entry added (without its vector) and the receipt of the faces it erased."""
+        request = api_pb2.OptOutRequest(image=image, note=note, face_index=face_index)
+        got = self._call(lambda: self._stub.OptOut(request, timeout=self.timeout_s))
+        return api_codec.optout_from_proto(got.entry), api_codec.optout_erasure_from_proto(
+            got.erased
+        )
+
+    def optout_list(self) -> tuple[list[OptOut], float]:
+        """Every entry (without vectors) and the threshold faces match them at."""
+        request = api_pb2.ListOptOutsRequest()
+        got = self._call(lambda: self._stub.ListOptOuts(request, timeout=self.timeout_s))
+        return [api_codec.optout_from_proto(e) for e in got.entries], _float32(got.threshold)
+
+    def optout_remove(self, optout_id: str) -> None:
+        request = api_pb2.RemoveOptOutRequest(optout_id=optout_id)
+        self._call(lambda: self._stub.RemoveOptOut(request, timeout=self.timeout_s))
 
 
 class _Details(

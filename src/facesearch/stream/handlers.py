@@ -4,9 +4,10 @@ their crops in one model call. Each wraps the same core functions the embedded C
 none holds any Kafka code. A bad event is a ``FaceSearchError`` (dead-lettered), a store
 that is down a ``TransientError`` (retried, then paused)."""
 
+import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC
 
@@ -20,12 +21,19 @@ from facesearch.faces import embed_faces
 from facesearch.ids import image_id
 from facesearch.metrics import WorkMetrics
 from facesearch.models import FaceModels, file_model_id
+from facesearch.optout import OptOutCheck, screen_records
 from facesearch.pipeline import AnalyzedImage, analyze, apply_gate
 from facesearch.proto.v1 import events_pb2
-from facesearch.records import Selector, Tombstone
+from facesearch.records import FaceRecord, ImageRecord, Selector, Tombstone
 from facesearch.settings import CoreSettings
 from facesearch.store import FaceStore
-from facesearch.stream.video_events import check_id, frame_events, open_video_event, take_frame
+from facesearch.stream.video_events import (
+    Records,
+    check_id,
+    frame_events,
+    open_video_event,
+    take_frame,
+)
 from facesearch.stream.worker import BatchHandler, Handler, Message, Outcome
 from facesearch.tracking import TrackerSettings
 from facesearch.uris import read_uri
@@ -115,17 +123,33 @@ def _split(
     return outcomes
 
 
+def _screened(
+    records: tuple[ImageRecord, list[FaceRecord]],
+    optouts: OptOutCheck | None,
+    metrics: WorkMetrics | None,
+) -> tuple[ImageRecord, list[FaceRecord]]:
+    """The image's records without the faces that match an opt-out (counted)."""
+    if optouts is None:
+        return records
+    image, faces = screen_records(*records, optouts.gallery())
+    if metrics is not None and len(faces) < len(records[1]):
+        metrics.optout_faces.labels("kept_out").inc(len(records[1]) - len(faces))
+    return image, faces
+
+
 def store_handler(
     store: FaceStore,
     *,
     metrics: WorkMetrics | None = None,
     tracking: TrackerSettings | None = None,
     erased: TombstoneCheck | None = None,
+    optouts: OptOutCheck | None = None,
 ) -> Handler:
     """EmbeddingsEvent -> Qdrant, over the same point ids the embedded CLI writes (a video's
     frames are kept until its last, then tracked: ``video_events.take_frame``). An event that a
     Delete's tombstone covers is dropped (``erasure``); checked again once written, since a
-    Delete answered by another replica in between would otherwise miss it."""
+    Delete answered by another replica in between would otherwise miss it. An image's faces
+    that match an opt-out are left out (``optout.screen_records``)."""
     timer = metrics.qdrant_seconds.labels("upsert") if metrics else None
     tracking = tracking or TrackerSettings()
     erased = erased or TombstoneCheck(store, CoreSettings().tombstone_keep)
@@ -141,7 +165,8 @@ def store_handler(
             with _timed(timer):
                 if _drop_erased(store, event, erased, metrics):
                     return []
-                if not _write(store, event, tracking):
+                screen = functools.partial(_screened, optouts=optouts, metrics=metrics)
+                if not _write(store, event, tracking, screen):
                     return []  # a frame kept: the video is not stored yet
                 if _unwrite_erased(store, event, erased, metrics):
                     return []
@@ -155,11 +180,17 @@ def store_handler(
     return handle
 
 
-def _write(store: FaceStore, event: events_pb2.EmbeddingsEvent, tracking: TrackerSettings) -> bool:
-    """Store the event; False for a video frame kept until the video's last."""
+def _write(
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    tracking: TrackerSettings,
+    screen: Callable[[Records], Records],
+) -> bool:
+    """Store the event, without the faces ``screen`` leaves out; False for a video frame kept
+    until the video's last."""
     if event.HasField("frame"):
-        return take_frame(store, event, tracking)
-    store.put_images([event_codec.records_from_embeddings(event, store.dim)])
+        return take_frame(store, event, tracking, screen)
+    store.put_images([screen(event_codec.records_from_embeddings(event, store.dim))])
     return True
 
 

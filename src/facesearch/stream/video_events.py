@@ -12,7 +12,7 @@ arrive again after their video was stored are not kept.
 """
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
 
@@ -116,11 +116,18 @@ def frame_events(
         yield key, held.SerializeToString()
 
 
+Records = tuple[ImageRecord, list[FaceRecord]]
+
+
 def take_frame(
-    store: FaceStore, event: events_pb2.EmbeddingsEvent, tracking: TrackerSettings
+    store: FaceStore,
+    event: events_pb2.EmbeddingsEvent,
+    tracking: TrackerSettings,
+    screen: Callable[[Records], Records] = lambda records: records,
 ) -> bool:
     """Keep one frame of a video; at its last, track the faces of every frame kept, store the
-    video as the embedded index does, and drop the frames. True once the video is stored."""
+    video as the embedded index does (``screen`` leaving out faces that match an opt-out), and
+    drop the frames. True once the video is stored."""
     frame, video_id = event.frame, event.image_id
     if frame.error:
         store.drop_staged(video_id)
@@ -132,7 +139,7 @@ def take_frame(
         return False
     kept = store.staged_frames(video_id)
     if kept or not stored_before:
-        store.put_images([_tracked(event, kept, tracking)])
+        store.put_images([screen(_tracked(event, kept, tracking))])
     store.drop_staged(video_id)
     return True
 

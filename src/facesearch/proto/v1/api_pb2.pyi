@@ -1131,3 +1131,223 @@ class StatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsResponse: _TypeAlias = StatsResponse  # noqa: Y015
+
+@_typing.final
+class OptOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    FACE_INDEX_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """a photo of the person (the encoded file)"""
+    note: _builtins.str
+    """free text kept with the entry (who asked, a ticket number)"""
+    face_index: _builtins.int
+    """which face, for a photo with several"""
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        note: _builtins.str = ...,
+        face_index: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_face_index", b"_face_index", "face_index", b"face_index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_face_index", b"_face_index", "face_index", b"face_index", "image", b"image", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__face_index: _TypeAlias = _typing.Literal["face_index"]  # noqa: Y015
+    _WhichOneofArgType__face_index: _TypeAlias = _typing.Literal["_face_index", b"_face_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__face_index) -> _WhichOneofReturnType__face_index | None: ...
+
+Global___OptOutRequest: _TypeAlias = OptOutRequest  # noqa: Y015
+
+@_typing.final
+class OptOutEntry(_message.Message):
+    """One entry of the opt-out gallery (records.OptOut, without its vector)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTOUT_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    optout_id: _builtins.str
+    note: _builtins.str
+    created_at: _builtins.str
+    """ISO 8601, UTC"""
+    model: _builtins.str
+    """id of the embedding model of its vector"""
+    def __init__(
+        self,
+        *,
+        optout_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+        created_at: _builtins.str = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "model", b"model", "note", b"note", "optout_id", b"optout_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutEntry: _TypeAlias = OptOutEntry  # noqa: Y015
+
+@_typing.final
+class OptOutErasure(_message.Message):
+    """The receipt of faces erased from the index (records.OptOutErasure)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CollectionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FACES_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    COLLECTIONS_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    faces: _builtins.int
+    images: _builtins.int
+    """images that lost faces (their records stay, listing them as opted_out)"""
+    erased_at: _builtins.str
+    """ISO 8601, UTC"""
+    receipt_id: _builtins.str
+    """unique to this erasure, to quote as proof"""
+    @_builtins.property
+    def collections(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """faces erased, by collection"""
+
+    def __init__(
+        self,
+        *,
+        faces: _builtins.int = ...,
+        images: _builtins.int = ...,
+        collections: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        erased_at: _builtins.str = ...,
+        receipt_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections", "erased_at", b"erased_at", "faces", b"faces", "images", b"images", "receipt_id", b"receipt_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutErasure: _TypeAlias = OptOutErasure  # noqa: Y015
+
+@_typing.final
+class OptOutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___OptOutEntry: ...
+    @_builtins.property
+    def erased(self) -> Global___OptOutErasure:
+        """the indexed faces that matched it, erased"""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___OptOutEntry | None = ...,
+        erased: Global___OptOutErasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "erased", b"erased"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "erased", b"erased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutResponse: _TypeAlias = OptOutResponse  # noqa: Y015
+
+@_typing.final
+class ListOptOutsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOptOutsRequest: _TypeAlias = ListOptOutsRequest  # noqa: Y015
+
+@_typing.final
+class ListOptOutsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.float
+    """the similarity at which a face matches an entry"""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptOutEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___OptOutEntry] | None = ...,
+        threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOptOutsResponse: _TypeAlias = ListOptOutsResponse  # noqa: Y015
+
+@_typing.final
+class RemoveOptOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTOUT_ID_FIELD_NUMBER: _builtins.int
+    optout_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        optout_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["optout_id", b"optout_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveOptOutRequest: _TypeAlias = RemoveOptOutRequest  # noqa: Y015
+
+@_typing.final
+class RemoveOptOutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveOptOutResponse: _TypeAlias = RemoveOptOutResponse  # noqa: Y015

@@ -65,6 +65,21 @@ class FaceSearchStub:
                 request_serializer=facesearch_dot_v1_dot_api__pb2.StatsRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_api__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.OptOut = channel.unary_unary(
+                '/facesearch.v1.FaceSearch/OptOut',
+                request_serializer=facesearch_dot_v1_dot_api__pb2.OptOutRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.OptOutResponse.FromString,
+                _registered_method=True)
+        self.ListOptOuts = channel.unary_unary(
+                '/facesearch.v1.FaceSearch/ListOptOuts',
+                request_serializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.FromString,
+                _registered_method=True)
+        self.RemoveOptOut = channel.unary_unary(
+                '/facesearch.v1.FaceSearch/RemoveOptOut',
+                request_serializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.FromString,
+                _registered_method=True)
 
 
 class FaceSearchServicer:
@@ -120,6 +135,31 @@ class FaceSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OptOut(self, request, context):
+        """Adds the face of the photo to the opt-out gallery: from then on a face that matches it is
+        not indexed (reason "opted_out" among an image's unindexed faces) and a query face that
+        matches it gets no results; the indexed faces that match it are erased at once.
+        INVALID_ARGUMENT for a photo without a face, or with several and no face_index (the
+        message lists them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOptOuts(self, request, context):
+        """Every entry of the opt-out gallery (without vectors) and the threshold faces match it at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveOptOut(self, request, context):
+        """Removes one entry; NOT_FOUND for an id the gallery does not hold. Erased faces stay erased.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaceSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +192,21 @@ def add_FaceSearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=facesearch_dot_v1_dot_api__pb2.StatsRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_api__pb2.StatsResponse.SerializeToString,
+            ),
+            'OptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptOut,
+                    request_deserializer=facesearch_dot_v1_dot_api__pb2.OptOutRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.OptOutResponse.SerializeToString,
+            ),
+            'ListOptOuts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOptOuts,
+                    request_deserializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.SerializeToString,
+            ),
+            'RemoveOptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveOptOut,
+                    request_deserializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +372,87 @@ class FaceSearch:
             '/facesearch.v1.FaceSearch/Stats',
             facesearch_dot_v1_dot_api__pb2.StatsRequest.SerializeToString,
             facesearch_dot_v1_dot_api__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearch/OptOut',
+            facesearch_dot_v1_dot_api__pb2.OptOutRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.OptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOptOuts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearch/ListOptOuts',
+            facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveOptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearch/RemoveOptOut',
+            facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,17 @@ class FaceSearchStub:
     """
     Stats: _grpc.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]
     """What the index holds."""
+    OptOut: _grpc.UnaryUnaryMultiCallable[_api_pb2.OptOutRequest, _api_pb2.OptOutResponse]
+    """Adds the face of the photo to the opt-out gallery: from then on a face that matches it is
+    not indexed (reason "opted_out" among an image's unindexed faces) and a query face that
+    matches it gets no results; the indexed faces that match it are erased at once.
+    INVALID_ARGUMENT for a photo without a face, or with several and no face_index (the
+    message lists them).
+    """
+    ListOptOuts: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListOptOutsRequest, _api_pb2.ListOptOutsResponse]
+    """Every entry of the opt-out gallery (without vectors) and the threshold faces match it at."""
+    RemoveOptOut: _grpc.UnaryUnaryMultiCallable[_api_pb2.RemoveOptOutRequest, _api_pb2.RemoveOptOutResponse]
+    """Removes one entry; NOT_FOUND for an id the gallery does not hold. Erased faces stay erased."""
 
 @_typing.type_check_only
 class FaceSearchAsyncStub(FaceSearchStub):
@@ -90,6 +101,17 @@ class FaceSearchAsyncStub(FaceSearchStub):
     """
     Stats: _aio.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]  # type: ignore[assignment]
     """What the index holds."""
+    OptOut: _aio.UnaryUnaryMultiCallable[_api_pb2.OptOutRequest, _api_pb2.OptOutResponse]  # type: ignore[assignment]
+    """Adds the face of the photo to the opt-out gallery: from then on a face that matches it is
+    not indexed (reason "opted_out" among an image's unindexed faces) and a query face that
+    matches it gets no results; the indexed faces that match it are erased at once.
+    INVALID_ARGUMENT for a photo without a face, or with several and no face_index (the
+    message lists them).
+    """
+    ListOptOuts: _aio.UnaryUnaryMultiCallable[_api_pb2.ListOptOutsRequest, _api_pb2.ListOptOutsResponse]  # type: ignore[assignment]
+    """Every entry of the opt-out gallery (without vectors) and the threshold faces match it at."""
+    RemoveOptOut: _aio.UnaryUnaryMultiCallable[_api_pb2.RemoveOptOutRequest, _api_pb2.RemoveOptOutResponse]  # type: ignore[assignment]
+    """Removes one entry; NOT_FOUND for an id the gallery does not hold. Erased faces stay erased."""
 
 class FaceSearchServicer(metaclass=_abc_1.ABCMeta):
     """The public API, served by the gateway on :50051 (with grpc.health.v1 and reflection)."""
@@ -151,5 +173,34 @@ class FaceSearchServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.StatsResponse, _abc.Awaitable[_api_pb2.StatsResponse]]:
         """What the index holds."""
+
+    @_abc_1.abstractmethod
+    def OptOut(
+        self,
+        request: _api_pb2.OptOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.OptOutResponse, _abc.Awaitable[_api_pb2.OptOutResponse]]:
+        """Adds the face of the photo to the opt-out gallery: from then on a face that matches it is
+        not indexed (reason "opted_out" among an image's unindexed faces) and a query face that
+        matches it gets no results; the indexed faces that match it are erased at once.
+        INVALID_ARGUMENT for a photo without a face, or with several and no face_index (the
+        message lists them).
+        """
+
+    @_abc_1.abstractmethod
+    def ListOptOuts(
+        self,
+        request: _api_pb2.ListOptOutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListOptOutsResponse, _abc.Awaitable[_api_pb2.ListOptOutsResponse]]:
+        """Every entry of the opt-out gallery (without vectors) and the threshold faces match it at."""
+
+    @_abc_1.abstractmethod
+    def RemoveOptOut(
+        self,
+        request: _api_pb2.RemoveOptOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RemoveOptOutResponse, _abc.Awaitable[_api_pb2.RemoveOptOutResponse]]:
+        """Removes one entry; NOT_FOUND for an id the gallery does not hold. Erased faces stay erased."""
 
 def add_FaceSearchServicer_to_server(servicer: FaceSearchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

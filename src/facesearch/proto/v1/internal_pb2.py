@@ -26,7 +26,7 @@ from facesearch.proto.v1 import api_pb2 as facesearch_dot_v1_dot_api__pb2
 from facesearch.proto.v1 import events_pb2 as facesearch_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/internal.proto\x12\rfacesearch.v1\x1a\x17\x66\x61\x63\x65search/v1/api.proto\x1a\x1a\x66\x61\x63\x65search/v1/events.proto\"\x1e\n\rDetectRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"|\n\x0e\x44\x65tectResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x1b.facesearch.v1.DetectedFace\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05\x63rops\x18\x01 \x03(\x0c\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12&\n\x07vectors\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\"\x98\x01\n\x14SearchVectorsRequest\x12&\n\x07vectors\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\'\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x16.facesearch.v1.Filters\"6\n\rVectorMatches\x12%\n\x07matches\x18\x01 \x03(\x0b\x32\x14.facesearch.v1.Match\"l\n\x15SearchVectorsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.facesearch.v1.VectorMatches\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rgallery_faces\x18\x03 \x01(\x03\x32Q\n\x08\x44\x65tector\x12\x45\n\x06\x44\x65tect\x12\x1c.facesearch.v1.DetectRequest\x1a\x1d.facesearch.v1.DetectResponse2N\n\x08\x45mbedder\x12\x42\n\x05\x45mbed\x12\x1b.facesearch.v1.EmbedRequest\x1a\x1c.facesearch.v1.EmbedResponse2\xc1\x02\n\x0bSearchIndex\x12Z\n\rSearchVectors\x12#.facesearch.v1.SearchVectorsRequest\x1a$.facesearch.v1.SearchVectorsResponse\x12K\n\x08GetImage\x12\x1e.facesearch.v1.GetImageRequest\x1a\x1f.facesearch.v1.GetImageResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.facesearch.v1.DeleteRequest\x1a\x1d.facesearch.v1.DeleteResponse\x12\x42\n\x05Stats\x12\x1b.facesearch.v1.StatsRequest\x1a\x1c.facesearch.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65search/v1/internal.proto\x12\rfacesearch.v1\x1a\x17\x66\x61\x63\x65search/v1/api.proto\x1a\x1a\x66\x61\x63\x65search/v1/events.proto\"\x1e\n\rDetectRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"|\n\x0e\x44\x65tectResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12*\n\x05\x66\x61\x63\x65s\x18\x05 \x03(\x0b\x32\x1b.facesearch.v1.DetectedFace\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05\x63rops\x18\x01 \x03(\x0c\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12&\n\x07vectors\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\"V\n\x10\x41\x64\x64OptOutRequest\x12%\n\x06vector\x18\x01 \x01(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"L\n\x13MatchOptOutsRequest\x12&\n\x07vectors\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\")\n\x14MatchOptOutsResponse\x12\x11\n\topted_out\x18\x01 \x03(\x08\"\x98\x01\n\x14SearchVectorsRequest\x12&\n\x07vectors\x18\x01 \x03(\x0b\x32\x15.facesearch.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\'\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x16.facesearch.v1.Filters\"6\n\rVectorMatches\x12%\n\x07matches\x18\x01 \x03(\x0b\x32\x14.facesearch.v1.Match\"l\n\x15SearchVectorsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.facesearch.v1.VectorMatches\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rgallery_faces\x18\x03 \x01(\x03\x32Q\n\x08\x44\x65tector\x12\x45\n\x06\x44\x65tect\x12\x1c.facesearch.v1.DetectRequest\x1a\x1d.facesearch.v1.DetectResponse2N\n\x08\x45mbedder\x12\x42\n\x05\x45mbed\x12\x1b.facesearch.v1.EmbedRequest\x1a\x1c.facesearch.v1.EmbedResponse2\x96\x05\n\x0bSearchIndex\x12Z\n\rSearchVectors\x12#.facesearch.v1.SearchVectorsRequest\x1a$.facesearch.v1.SearchVectorsResponse\x12K\n\x08GetImage\x12\x1e.facesearch.v1.GetImageRequest\x1a\x1f.facesearch.v1.GetImageResponse\x12\x45\n\x06\x44\x65lete\x12\x1c.facesearch.v1.DeleteRequest\x1a\x1d.facesearch.v1.DeleteResponse\x12\x42\n\x05Stats\x12\x1b.facesearch.v1.StatsRequest\x1a\x1c.facesearch.v1.StatsResponse\x12K\n\tAddOptOut\x12\x1f.facesearch.v1.AddOptOutRequest\x1a\x1d.facesearch.v1.OptOutResponse\x12T\n\x0bListOptOuts\x12!.facesearch.v1.ListOptOutsRequest\x1a\".facesearch.v1.ListOptOutsResponse\x12W\n\x0cRemoveOptOut\x12\".facesearch.v1.RemoveOptOutRequest\x1a#.facesearch.v1.RemoveOptOutResponse\x12W\n\x0cMatchOptOuts\x12\".facesearch.v1.MatchOptOutsRequest\x1a#.facesearch.v1.MatchOptOutsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,16 +43,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VECTOR']._serialized_end=313
   _globals['_EMBEDRESPONSE']._serialized_start=315
   _globals['_EMBEDRESPONSE']._serialized_end=385
-  _globals['_SEARCHVECTORSREQUEST']._serialized_start=388
-  _globals['_SEARCHVECTORSREQUEST']._serialized_end=540
-  _globals['_VECTORMATCHES']._serialized_start=542
-  _globals['_VECTORMATCHES']._serialized_end=596
-  _globals['_SEARCHVECTORSRESPONSE']._serialized_start=598
-  _globals['_SEARCHVECTORSRESPONSE']._serialized_end=706
-  _globals['_DETECTOR']._serialized_start=708
-  _globals['_DETECTOR']._serialized_end=789
-  _globals['_EMBEDDER']._serialized_start=791
-  _globals['_EMBEDDER']._serialized_end=869
-  _globals['_SEARCHINDEX']._serialized_start=872
-  _globals['_SEARCHINDEX']._serialized_end=1193
+  _globals['_ADDOPTOUTREQUEST']._serialized_start=387
+  _globals['_ADDOPTOUTREQUEST']._serialized_end=473
+  _globals['_MATCHOPTOUTSREQUEST']._serialized_start=475
+  _globals['_MATCHOPTOUTSREQUEST']._serialized_end=551
+  _globals['_MATCHOPTOUTSRESPONSE']._serialized_start=553
+  _globals['_MATCHOPTOUTSRESPONSE']._serialized_end=594
+  _globals['_SEARCHVECTORSREQUEST']._serialized_start=597
+  _globals['_SEARCHVECTORSREQUEST']._serialized_end=749
+  _globals['_VECTORMATCHES']._serialized_start=751
+  _globals['_VECTORMATCHES']._serialized_end=805
+  _globals['_SEARCHVECTORSRESPONSE']._serialized_start=807
+  _globals['_SEARCHVECTORSRESPONSE']._serialized_end=915
+  _globals['_DETECTOR']._serialized_start=917
+  _globals['_DETECTOR']._serialized_end=998
+  _globals['_EMBEDDER']._serialized_start=1000
+  _globals['_EMBEDDER']._serialized_end=1078
+  _globals['_SEARCHINDEX']._serialized_start=1081
+  _globals['_SEARCHINDEX']._serialized_end=1743
 # @@protoc_insertion_point(module_scope)

@@ -153,6 +153,80 @@ class EmbedResponse(_message.Message):
 Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
 
 @_typing.final
+class AddOptOutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """id of the model that produced it"""
+    note: _builtins.str
+    @_builtins.property
+    def vector(self) -> Global___Vector:
+        """the face to opt out"""
+
+    def __init__(
+        self,
+        *,
+        vector: Global___Vector | None = ...,
+        model: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vector", b"vector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "note", b"note", "vector", b"vector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddOptOutRequest: _TypeAlias = AddOptOutRequest  # noqa: Y015
+
+@_typing.final
+class MatchOptOutsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTORS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    @_builtins.property
+    def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Vector]: ...
+    def __init__(
+        self,
+        *,
+        vectors: _abc.Iterable[Global___Vector] | None = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "vectors", b"vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchOptOutsRequest: _TypeAlias = MatchOptOutsRequest  # noqa: Y015
+
+@_typing.final
+class MatchOptOutsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTED_OUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opted_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """one per vector, in order"""
+
+    def __init__(
+        self,
+        *,
+        opted_out: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opted_out", b"opted_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchOptOutsResponse: _TypeAlias = MatchOptOutsResponse  # noqa: Y015
+
+@_typing.final
 class SearchVectorsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -209,6 +209,26 @@ class SearchIndexStub:
                 request_serializer=facesearch_dot_v1_dot_api__pb2.StatsRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_api__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.AddOptOut = channel.unary_unary(
+                '/facesearch.v1.SearchIndex/AddOptOut',
+                request_serializer=facesearch_dot_v1_dot_internal__pb2.AddOptOutRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.OptOutResponse.FromString,
+                _registered_method=True)
+        self.ListOptOuts = channel.unary_unary(
+                '/facesearch.v1.SearchIndex/ListOptOuts',
+                request_serializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.FromString,
+                _registered_method=True)
+        self.RemoveOptOut = channel.unary_unary(
+                '/facesearch.v1.SearchIndex/RemoveOptOut',
+                request_serializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.FromString,
+                _registered_method=True)
+        self.MatchOptOuts = channel.unary_unary(
+                '/facesearch.v1.SearchIndex/MatchOptOuts',
+                request_serializer=facesearch_dot_v1_dot_internal__pb2.MatchOptOutsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_internal__pb2.MatchOptOutsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchIndexServicer:
@@ -243,6 +263,32 @@ class SearchIndexServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddOptOut(self, request, context):
+        """Adds one face vector to the opt-out gallery and erases the indexed faces that match it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOptOuts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveOptOut(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MatchOptOuts(self, request, context):
+        """Whether each vector matches an opt-out (the gateway's Compare leaves those faces out).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchIndexServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +311,26 @@ def add_SearchIndexServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=facesearch_dot_v1_dot_api__pb2.StatsRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_api__pb2.StatsResponse.SerializeToString,
+            ),
+            'AddOptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddOptOut,
+                    request_deserializer=facesearch_dot_v1_dot_internal__pb2.AddOptOutRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.OptOutResponse.SerializeToString,
+            ),
+            'ListOptOuts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOptOuts,
+                    request_deserializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.SerializeToString,
+            ),
+            'RemoveOptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveOptOut,
+                    request_deserializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.SerializeToString,
+            ),
+            'MatchOptOuts': grpc.unary_unary_rpc_method_handler(
+                    servicer.MatchOptOuts,
+                    request_deserializer=facesearch_dot_v1_dot_internal__pb2.MatchOptOutsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_internal__pb2.MatchOptOutsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -376,6 +442,114 @@ class SearchIndex:
             '/facesearch.v1.SearchIndex/Stats',
             facesearch_dot_v1_dot_api__pb2.StatsRequest.SerializeToString,
             facesearch_dot_v1_dot_api__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddOptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.SearchIndex/AddOptOut',
+            facesearch_dot_v1_dot_internal__pb2.AddOptOutRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.OptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOptOuts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.SearchIndex/ListOptOuts',
+            facesearch_dot_v1_dot_api__pb2.ListOptOutsRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.ListOptOutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveOptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.SearchIndex/RemoveOptOut',
+            facesearch_dot_v1_dot_api__pb2.RemoveOptOutRequest.SerializeToString,
+            facesearch_dot_v1_dot_api__pb2.RemoveOptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchOptOuts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.SearchIndex/MatchOptOuts',
+            facesearch_dot_v1_dot_internal__pb2.MatchOptOutsRequest.SerializeToString,
+            facesearch_dot_v1_dot_internal__pb2.MatchOptOutsResponse.FromString,
             options,
             channel_credentials,
             insecure,

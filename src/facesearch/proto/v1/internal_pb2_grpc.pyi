@@ -114,6 +114,12 @@ class SearchIndexStub:
     """
     Delete: _grpc.UnaryUnaryMultiCallable[_api_pb2.DeleteRequest, _api_pb2.DeleteResponse]
     Stats: _grpc.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]
+    AddOptOut: _grpc.UnaryUnaryMultiCallable[_internal_pb2.AddOptOutRequest, _api_pb2.OptOutResponse]
+    """Adds one face vector to the opt-out gallery and erases the indexed faces that match it."""
+    ListOptOuts: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListOptOutsRequest, _api_pb2.ListOptOutsResponse]
+    RemoveOptOut: _grpc.UnaryUnaryMultiCallable[_api_pb2.RemoveOptOutRequest, _api_pb2.RemoveOptOutResponse]
+    MatchOptOuts: _grpc.UnaryUnaryMultiCallable[_internal_pb2.MatchOptOutsRequest, _internal_pb2.MatchOptOutsResponse]
+    """Whether each vector matches an opt-out (the gateway's Compare leaves those faces out)."""
 
 @_typing.type_check_only
 class SearchIndexAsyncStub(SearchIndexStub):
@@ -130,6 +136,12 @@ class SearchIndexAsyncStub(SearchIndexStub):
     """
     Delete: _aio.UnaryUnaryMultiCallable[_api_pb2.DeleteRequest, _api_pb2.DeleteResponse]  # type: ignore[assignment]
     Stats: _aio.UnaryUnaryMultiCallable[_api_pb2.StatsRequest, _api_pb2.StatsResponse]  # type: ignore[assignment]
+    AddOptOut: _aio.UnaryUnaryMultiCallable[_internal_pb2.AddOptOutRequest, _api_pb2.OptOutResponse]  # type: ignore[assignment]
+    """Adds one face vector to the opt-out gallery and erases the indexed faces that match it."""
+    ListOptOuts: _aio.UnaryUnaryMultiCallable[_api_pb2.ListOptOutsRequest, _api_pb2.ListOptOutsResponse]  # type: ignore[assignment]
+    RemoveOptOut: _aio.UnaryUnaryMultiCallable[_api_pb2.RemoveOptOutRequest, _api_pb2.RemoveOptOutResponse]  # type: ignore[assignment]
+    MatchOptOuts: _aio.UnaryUnaryMultiCallable[_internal_pb2.MatchOptOutsRequest, _internal_pb2.MatchOptOutsResponse]  # type: ignore[assignment]
+    """Whether each vector matches an opt-out (the gateway's Compare leaves those faces out)."""
 
 class SearchIndexServicer(metaclass=_abc_1.ABCMeta):
     """The search service, on :50054: the only reader and writer of Qdrant."""
@@ -167,5 +179,35 @@ class SearchIndexServicer(metaclass=_abc_1.ABCMeta):
         request: _api_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.StatsResponse, _abc.Awaitable[_api_pb2.StatsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddOptOut(
+        self,
+        request: _internal_pb2.AddOptOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.OptOutResponse, _abc.Awaitable[_api_pb2.OptOutResponse]]:
+        """Adds one face vector to the opt-out gallery and erases the indexed faces that match it."""
+
+    @_abc_1.abstractmethod
+    def ListOptOuts(
+        self,
+        request: _api_pb2.ListOptOutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.ListOptOutsResponse, _abc.Awaitable[_api_pb2.ListOptOutsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveOptOut(
+        self,
+        request: _api_pb2.RemoveOptOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.RemoveOptOutResponse, _abc.Awaitable[_api_pb2.RemoveOptOutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MatchOptOuts(
+        self,
+        request: _internal_pb2.MatchOptOutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.MatchOptOutsResponse, _abc.Awaitable[_internal_pb2.MatchOptOutsResponse]]:
+        """Whether each vector matches an opt-out (the gateway's Compare leaves those faces out)."""
 
 def add_SearchIndexServicer_to_server(servicer: SearchIndexServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -80,7 +80,8 @@ def test_indexing_a_clip_again_changes_nothing_and_delete_removes_it(
 
     deleted = as_json(run_cli("delete", "--json", "--image", clip))
 
-    assert deleted == {"images": 1, "faces": first["faces_indexed"]}
+    counted = {key: deleted[key] for key in ("images", "faces", "collections")}
+    assert counted == {"images": 1, "faces": first["faces_indexed"], "collections": {"default": 1}}
 
 
 def test_show_frame_writes_the_frame_with_the_box(run_cli: Cli, clip: Path, tmp_path: Path) -> None:

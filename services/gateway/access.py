@@ -111,8 +111,9 @@ class Gate:
         key = self.table.keys().get(key_id) if self.table is not None else None
         return key.limits(self.default_limits) if key is not None else None
 
-    def caller(self, method: str, metadata: Any) -> ApiKey | None:
-        """The key of a call to ``method`` (short name) that may make it."""
+    def caller(self, method: str, metadata: Any, *, counted: bool = True) -> ApiKey | None:
+        """The key of a call to ``method`` (short name) that may make it; ``counted``: the
+        call takes its share of the key's quotas (a stream's later messages do not)."""
         if self.table is None:
             return None
         presented = presented_key(metadata)
@@ -126,7 +127,8 @@ class Gate:
         audit_note().key_id = key.id  # proven, so worth recording, even when revoked
         require_active(key)
         require_scope(key, METHOD_SCOPES.get(method, ("admin",)), method)
-        self._take(key, method)
+        if counted:
+            self._take(key, method)
         return key
 
     def _take(self, key: ApiKey, method: str) -> None:
@@ -210,13 +212,14 @@ class _Guard(WrappingInterceptor):
     def _streamed(
         self, behaviour: Callable[[Any, Any], Any], method: str
     ) -> Callable[[Any, Any], Any]:
-        """The stream's requests after the first each check the key again first."""
+        """The stream's requests after the first each check the key again first (the call
+        took its quota once, at its start)."""
 
         def rechecked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             for number, request in enumerate(requests):
                 if number:
                     try:
-                        self.gate.caller(method, context.invocation_metadata())
+                        self.gate.caller(method, context.invocation_metadata(), counted=False)
                     except RefusedError as exc:
                         self.gate.refused(method, exc)
                         raise

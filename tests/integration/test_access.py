@@ -425,3 +425,15 @@ def shared(keyed: KeyedStack) -> None:
         if keyed.topic_end("facesearch.usage.v1") == before:
             break
     time.sleep(1.0)
+
+
+def test_a_stream_of_images_takes_one_call_of_the_quota(
+    keyed: KeyedStack, demo: dict[str, Path]
+) -> None:
+    key = keyed.keys.create("uploader", ["index"], [], (0.01, None))[1]  # one call in 100 s
+    photos = [demo[name].read_bytes() for name in ("players", "t1", "yaoming")]
+    with gateway_stub(keyed.gateway, key) as stub:
+        results = stub.IndexImages(iter([api_pb2.IndexRequest(data=p) for p in photos])).results
+        assert [r.image_id for r in results] == [image_id(p) for p in photos]
+        code, details = status(lambda s: s.IndexImages(iter([api_pb2.IndexRequest()])), stub)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "0.01 requests a second" in details

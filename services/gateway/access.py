@@ -4,8 +4,9 @@ The key a call carries (gRPC metadata ``authorization: Bearer <key>`` or ``x-api
 is checked against the gateway's key file before the method runs, and again before each image
 of an IndexImages stream (a key revoked mid-stream stops it). The servicer asks ``Gate`` about
 collections, which only it can read from a request. Refusals are UNAUTHENTICATED (no key;
-malformed, unknown or revoked) or PERMISSION_DENIED (scope, collection), with a message saying
-which, and are counted by method and reason.
+malformed, unknown or revoked), PERMISSION_DENIED (scope, collection) or RESOURCE_EXHAUSTED
+(the key's quotas, ``facesearch.quotas``), with a message saying which, and are counted by
+method, reason and key.
 
 Every call, refused or not, leaves one ``AuditRecord``: begun here, filled in by the servicer
 (``audit_note``), ended here with the call's status, and handed to the audit trail. Health and
